@@ -1,0 +1,16 @@
+"""lpc: latent point collapse for PyTorch classifiers — the IB layer, its ablation heads, training and metrics."""
+__version__ = "0.1.0"
+
+from .config import Config, ConfigError, load_config  # noqa: E402
+from .heads import HEADS, Head, IBHead, build_head  # noqa: E402
+from .losses import GammaSchedule, compression_loss  # noqa: E402
+from .model import Classifier, build_model  # noqa: E402
+
+__all__ = ["Config", "ConfigError", "load_config", "HEADS", "Head", "IBHead", "build_head", "GammaSchedule",
+           "compression_loss", "Classifier", "build_model", "train"]
+
+
+def train(config, out_dir=None, **kwargs):
+    """Trains one run (see :func:`lpc.train.train`); imported lazily to keep ``import lpc`` light."""
+    from .train import train as _train
+    return _train(config, out_dir, **kwargs)

@@ -1,0 +1,261 @@
+"""Typed run configuration: dataclasses with the paper's defaults, strict YAML load/save and overrides."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value or key that cannot be used; the message names the field and the value."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "mnist"  # mnist (embedded) | npz | imagefolder | cifar10 | cifar100 | svhn
+    path: str | None = None  # file or directory for npz / imagefolder / torchvision roots
+    val_fraction: float = 0.1  # carved from train (stratified, split_seed) when the data has no validation set
+    split_seed: int = 0  # fixed across runs so that every run of a study validates on the same images
+    flip: bool = True  # random horizontal flip (switch off for digits)
+    crop_padding: int = 4  # random crop after padding by this many pixels; 0 disables
+    pad_value: str = "zero"  # zero: pad raw black pixels (torchvision); mean: pad normalised zeros (authors' code)
+    noise_std: float = 0.01  # Gaussian noise added to the normalised input
+
+
+@dataclass
+class WidthsConfig:
+    intermediate: int = 8  # IB, LIN PEN, NONLIN PEN, NONLIN PEN + L1
+    wide: int = 512  # WIDE IB: the backbone's feature width in the paper
+    narrow: int = 4  # NARROW IB: ceil(log2 K) for CIFAR-10
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet18"  # mlp | cnn | resnet18 | resnet50
+    head: str = "ib"  # one of lpc.HEADS
+    widths: WidthsConfig = field(default_factory=WidthsConfig)
+    mlp_hidden: list[int] = field(default_factory=lambda: [512, 512])  # only for backbone: mlp
+    dropout: float = 0.5  # NO PEN + dropout (Appendix C)
+    l1_weight: float = 1e-4  # NONLIN PEN + L1 (Appendix C)
+    l1_on: str = "weights"  # weights (Section 3) | activations
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4  # the run's learning rate; a study sweeps `lrs`
+    lrs: list[float] = field(default_factory=lambda: [1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3])  # 1e-4 * 2^k, k=0..4
+    weight_decay: float = 5e-4  # AdamW; the paper's text says 0.5e-4, the authors' configs 5e-4
+    batch_size: int = 128
+    epochs: int = 800
+    lr_decay_start: int = 250  # epoch of the first halving
+    lr_decay_every: int = 50  # epochs between halvings
+    lr_decay_factor: float = 0.5
+    classifier_lr_mult: float = 1.0  # the final classifier's lr = lr * this, and it never decays
+
+
+@dataclass
+class GammaConfig:
+    init: float = 1e-2  # γ at epoch 0 (Appendix C)
+    factor: float = 1.05  # γ_step: γ is multiplied by this every `every` epochs
+    max: float = 1e6  # γ_max
+    every: int = 1  # epochs
+    reduction: str = "sum"  # sum: batch mean of ||z||^2 (Eq. 3) | mean: also divided by the latent width
+
+
+@dataclass
+class EvalConfig:
+    log_every: int = 50  # epochs between evaluations (the last epoch is always evaluated)
+    geometry: bool = True  # Σ_W, NC1-4, norm CoV, binarity and codes at every evaluation
+    entropy: bool = True  # Kozachenko-Leonenko entropy (the costliest geometry metric)
+    entropy_k: int = 100  # neighbours for the entropy (Table 1 uses 100)
+    geometry_max_samples: int = 10000  # evaluate geometry on at most this many (seeded) samples per split
+    reliability: bool = True  # final misclassification and OOD AUROCs
+    odin_temperature: float = 100.0
+    robustness: bool = True  # final DeepFool, PGD-L2, bisection and Lipschitz scores
+    robustness_inputs: int = 100  # random test inputs (Table 2 uses 100)
+    deepfool_overshoot: float = 0.02
+    deepfool_max_iter: int = 50
+    pgd_steps: int = 20  # PGD-L2 steps per radius tried
+    pgd_restarts: int = 1
+    pgd_search_steps: int = 10  # binary-search steps over the radius
+    save_latents: bool = True  # write latents.npz (final train/test z, labels) for plots
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    gamma: GammaConfig = field(default_factory=GammaConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+    device: str = "auto"  # auto: cuda when available, else cpu
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+
+def _build(cls, values: dict[str, Any], prefix: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in values.items():
+        where = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{where}'{hint}")
+        kwargs[key] = _coerce(hints[key], value, where)
+    return cls(**kwargs)
+
+
+def _coerce(kind, value, where: str):
+    if dataclasses.is_dataclass(kind):
+        return _build(kind, value, where + ".")
+    origin = get_origin(kind)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = get_args(kind)
+        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    args = get_args(kind)
+    if type(None) in args:  # Optional[X]
+        if value is None:
+            return None
+        kind = next(a for a in args if a is not type(None))
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if kind in (int, float):
+        # YAML reads 1e-4 as a string; numbers written either way are accepted
+        try:
+            number = float(value) if kind is float else value
+            if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
+                raise ValueError
+            return float(number) if kind is float else int(float(value))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    return value
+
+
+def config_from_dict(values: dict[str, Any]) -> Config:
+    """Builds a :class:`Config` from nested mappings; unknown keys and wrong types raise :class:`ConfigError`."""
+    config = _build(Config, values or {}, "")
+    validate(config)
+    return config
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({error})") from None
+    return config_from_dict(values or {})
+
+
+def apply_overrides(config: Config, overrides: dict[str, Any]) -> Config:
+    """Returns a new config with dotted keys (``optim.lr``) replaced; values are coerced and validated."""
+    values = config.to_dict()
+    for dotted, value in overrides.items():
+        node = values
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"unknown config key '{dotted}'")
+            node = node[part]
+        if leaf not in node:
+            close = difflib.get_close_matches(leaf, list(node), n=1)
+            hint = f" (did you mean '{'.'.join(parents + [close[0]])}'?)" if close else ""
+            raise ConfigError(f"unknown config key '{dotted}'{hint}")
+        node[leaf] = value
+    return config_from_dict(values)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parses ``key.path=value`` with the value read as YAML (numbers, booleans, lists)."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form key.path=value")
+    key, raw = text.split("=", 1)
+    return key.strip(), yaml.safe_load(raw)
+
+
+def check_choice(where: str, value: str, allowed) -> None:
+    """Raises ConfigError when ``value`` is not one of ``allowed``, suggesting the closest name."""
+    if value not in allowed:
+        close = difflib.get_close_matches(str(value), list(allowed), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"{where}: unknown value '{value}'{hint}; choose from {', '.join(allowed)}")
+
+
+def validate(config: Config) -> None:
+    """Checks values that types alone cannot; raises ConfigError naming the field and the value.
+
+    Head and backbone names are checked by their registries when the model is built (before any
+    file is written), so that this module stays free of model imports.
+    """
+
+    def positive(where: str, value: float) -> None:
+        if not value > 0:
+            raise ConfigError(f"{where} must be positive, got {value!r}")
+
+    choices = {
+        "model.l1_on": (config.model.l1_on, ("weights", "activations")),
+        "gamma.reduction": (config.gamma.reduction, ("sum", "mean")),
+        "data.pad_value": (config.data.pad_value, ("zero", "mean")),
+        "data.name": (config.data.name, ("mnist", "npz", "imagefolder", "cifar10", "cifar100", "svhn")),
+    }
+    for where, (value, allowed) in choices.items():
+        check_choice(where, value, allowed)
+    widths = config.model.widths
+    for name in ("intermediate", "wide", "narrow"):
+        value = getattr(widths, name)
+        if value < 1:
+            raise ConfigError(f"model.widths.{name} must be a positive integer, got {value!r}")
+    if widths.narrow > widths.wide:
+        raise ConfigError(f"model.widths.narrow ({widths.narrow}) is larger than model.widths.wide ({widths.wide})")
+    positive("optim.lr", config.optim.lr)
+    for i, lr in enumerate(config.optim.lrs):
+        positive(f"optim.lrs[{i}]", lr)
+    positive("optim.classifier_lr_mult", config.optim.classifier_lr_mult)
+    positive("optim.lr_decay_factor", config.optim.lr_decay_factor)
+    positive("optim.lr_decay_every", config.optim.lr_decay_every)
+    positive("gamma.init", config.gamma.init)
+    positive("gamma.factor", config.gamma.factor)
+    positive("gamma.max", config.gamma.max)
+    positive("gamma.every", config.gamma.every)
+    positive("eval.log_every", config.eval.log_every)
+    positive("eval.odin_temperature", config.eval.odin_temperature)
+    if config.optim.epochs < 1:
+        raise ConfigError(f"optim.epochs must be at least 1, got {config.optim.epochs!r}")
+    if config.optim.batch_size < 1:
+        raise ConfigError(f"optim.batch_size must be at least 1, got {config.optim.batch_size!r}")
+    if config.optim.weight_decay < 0:
+        raise ConfigError(f"optim.weight_decay must be >= 0, got {config.optim.weight_decay!r}")
+    if not 0 <= config.model.dropout < 1:
+        raise ConfigError(f"model.dropout must be in [0, 1), got {config.model.dropout!r}")
+    if config.model.l1_weight < 0:
+        raise ConfigError(f"model.l1_weight must be >= 0, got {config.model.l1_weight!r}")
+    if not 0 < config.data.val_fraction < 1:
+        raise ConfigError(f"data.val_fraction must be in (0, 1), got {config.data.val_fraction!r}")
+    if config.data.crop_padding < 0 or config.data.noise_std < 0:
+        raise ConfigError("data.crop_padding and data.noise_std must be >= 0, got "
+                          f"{config.data.crop_padding!r} and {config.data.noise_std!r}")
+    if config.data.name in ("npz", "imagefolder") and not config.data.path:
+        raise ConfigError(f"data.path is required for data.name '{config.data.name}'")

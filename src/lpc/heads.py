@@ -1,0 +1,104 @@
+"""The IB head and the paper's eight ablation heads (Table 3), one configurable class registered by name."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import ConfigError, WidthsConfig, check_choice
+from .losses import l1_penalty
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """What distinguishes one ablation head from another (Table 3 of the paper)."""
+
+    width: str | None  # penultimate layer width: "intermediate" | "wide" | "narrow"; None: no such layer
+    linear: bool = True  # False: SiLU after the penultimate layer
+    compression: bool = False  # add γ ||z||^2 (Eq. 3) to the loss
+    dropout: bool = False  # dropout before the classifier
+    l1: bool = False  # L1 penalty on the penultimate layer
+
+
+HEADS: dict[str, HeadSpec] = {
+    "ib": HeadSpec("intermediate", compression=True),
+    "wide_ib": HeadSpec("wide", compression=True),
+    "narrow_ib": HeadSpec("narrow", compression=True),
+    "no_pen": HeadSpec(None),
+    "no_pen_dropout": HeadSpec(None, dropout=True),
+    "lin_pen": HeadSpec("intermediate"),
+    "nonlin_pen": HeadSpec("intermediate", linear=False),
+    "nonlin_pen_l1": HeadSpec("intermediate", linear=False, l1=True),
+}
+
+
+class Head(nn.Module):
+    """Penultimate layer (optional) + linear classifier; ``forward(h)`` returns ``(logits, z)``.
+
+    ``z`` is the penultimate representation: the output of the penultimate layer (after its SiLU when
+    non-linear), or the backbone features themselves when there is no penultimate layer. Dropout acts
+    between ``z`` and the classifier, so ``z`` is never dropped.
+
+    The head also owns the extra loss terms it implies: :attr:`uses_compression` tells the trainer to add
+    γ ||z||^2, and :meth:`penalty` returns the L1 term (zero for heads without it).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *, latent_dim: int | None, linear: bool = True,
+                 compression: bool = False, dropout: float = 0.0, l1_weight: float = 0.0,
+                 l1_on: str = "weights"):
+        super().__init__()
+        assert in_features > 0 and num_classes > 1, (in_features, num_classes)
+        assert latent_dim is None or latent_dim > 0, f"latent_dim must be positive, got {latent_dim}"
+        assert l1_on in ("weights", "activations"), f"l1_on must be 'weights' or 'activations', got {l1_on!r}"
+        assert l1_weight == 0 or latent_dim is not None, "an L1 penalty needs a penultimate layer"
+        self.penultimate = nn.Linear(in_features, latent_dim) if latent_dim is not None else None
+        self.activation = nn.Identity() if linear else nn.SiLU()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(latent_dim or in_features, num_classes)
+        self.uses_compression = compression
+        self.l1_weight, self.l1_on = float(l1_weight), l1_on
+        self.latent_dim = latent_dim or in_features
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        z = self.activation(self.penultimate(h)) if self.penultimate is not None else h
+        return self.classifier(self.dropout(z)), z
+
+    def penalty(self, z: torch.Tensor) -> torch.Tensor:
+        """The L1 term: l1_weight * sum|W_pen| (weights) or l1_weight * batch mean of ||z||_1 (activations)."""
+        if self.l1_weight == 0:
+            return z.new_zeros(())
+        if self.l1_on == "weights":
+            return self.l1_weight * l1_penalty(self.penultimate)
+        return self.l1_weight * z.abs().sum(dim=1).mean()
+
+
+class IBHead(Head):
+    """The paper's IB layer: a low-dimensional *linear* layer z = W_H h + b_H trained with γ ||z||^2 (Eq. 3).
+
+    Examples
+    --------
+    >>> head = IBHead(512, 10, 8)
+    >>> logits, z = head(torch.randn(4, 512))
+    >>> logits.shape, z.shape
+    (torch.Size([4, 10]), torch.Size([4, 8]))
+    """
+
+    def __init__(self, in_features: int, num_classes: int, latent_dim: int):
+        super().__init__(in_features, num_classes, latent_dim=latent_dim, linear=True, compression=True)
+
+
+def build_head(name: str, in_features: int, num_classes: int, widths: WidthsConfig | dict | None = None, *,
+               dropout: float = 0.5, l1_weight: float = 1e-4, l1_on: str = "weights") -> Head:
+    """Builds one of :data:`HEADS` by name; ``widths`` gives the intermediate / wide / narrow sizes."""
+    check_choice("model.head", name, HEADS)
+    if widths is None:
+        widths = WidthsConfig()
+    elif isinstance(widths, dict):
+        widths = WidthsConfig(**widths)
+    spec = HEADS[name]
+    latent_dim = getattr(widths, spec.width) if spec.width else None
+    if latent_dim is not None and latent_dim < 1:
+        raise ConfigError(f"model.widths.{spec.width} must be a positive integer, got {latent_dim!r}")
+    return Head(in_features, num_classes, latent_dim=latent_dim, linear=spec.linear, compression=spec.compression,
+                dropout=dropout if spec.dropout else 0.0, l1_weight=l1_weight if spec.l1 else 0.0, l1_on=l1_on)

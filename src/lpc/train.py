@@ -1,0 +1,339 @@
+"""One training loop (Appendix C): AdamW, lr halving, the γ schedule, evaluation, checkpoints and the run files.
+
+The loop knows the objective only through the head: ``head.uses_compression`` adds γ ||z||^2 and
+``head.penalty(z)`` adds the L1 term. Everything else about heads is invisible here.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import __version__
+from .config import Config
+from .data import Dataset, augment, load_data
+from .files import RunFileError, load_torch, read_json, save_torch, write_json, write_jsonl
+from .losses import GammaSchedule, compression_loss
+from .model import Classifier, build_model
+
+TPT_ACCURACY = 0.999  # onset of the terminal phase of training (Papyan et al. 2020; Appendix C)
+
+
+class Diverged(RuntimeError):
+    """The loss or a metric became NaN/Inf; the message names the epoch, γ and learning rate."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def make_optimizer(model: Classifier, config: Config) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with two groups: the final classifier (lr × classifier_lr_mult, never decayed) and the rest.
+
+    The rest is halved (``lr_decay_factor``) every ``lr_decay_every`` epochs from ``lr_decay_start`` on;
+    the paper keeps the last linear classifier out of that schedule (Appendix C).
+    """
+    o = config.optim
+    classifier = list(model.head.classifier.parameters())
+    ids = {id(p) for p in classifier}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    optimizer = torch.optim.AdamW(
+        [{"params": rest, "lr": o.lr}, {"params": classifier, "lr": o.lr * o.classifier_lr_mult}],
+        lr=o.lr, weight_decay=o.weight_decay)
+
+    def decayed(epoch: int) -> float:
+        if epoch < o.lr_decay_start:
+            return 1.0
+        return o.lr_decay_factor ** ((epoch - o.lr_decay_start) // o.lr_decay_every + 1)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [decayed, lambda epoch: 1.0])
+    return optimizer, scheduler
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and latents of a whole split in eval mode, clean (unaugmented) inputs."""
+    was_training = model.training
+    model.eval()
+    x, _ = data.split(split)
+    logits, latents = [], []
+    for start in range(0, len(x), batch_size):
+        out, z = model(data.normalize(x[start:start + batch_size]))
+        logits.append(out.float())
+        latents.append(z.float())
+    model.train(was_training)
+    return torch.cat(logits), torch.cat(latents)
+
+
+def evaluated_epochs(epochs: int, log_every: int) -> set[int]:
+    return set(range(log_every, epochs + 1, log_every)) | {epochs}
+
+
+def train(config: Config, out_dir: str | Path | None = None, *, data: Dataset | None = None,
+          progress: bool = True) -> dict[str, Any]:
+    """Trains one run and returns its summary; with ``out_dir`` writes the run files and resumes from them.
+
+    Files in ``out_dir``: ``config.yaml`` (resolved config), ``history.jsonl`` (one object per evaluated
+    epoch), ``checkpoint.pt`` (for resuming), ``model.pt`` (final state dict), ``latents.npz`` and
+    ``summary.json`` (final figures; ``status`` is ``finished`` or ``diverged``).
+    """
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    if data is None:
+        data = load_data(config.data)
+    data = data.to(device)
+    model = build_model(config, data.in_shape, data.num_classes).to(device)
+    optimizer, scheduler = make_optimizer(model, config)
+    gamma = GammaSchedule(config.gamma.init, config.gamma.factor, config.gamma.max, config.gamma.every)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(config.seed)
+    history: list[dict[str, Any]] = []
+    start_epoch, elapsed_before = 0, 0.0
+
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        finished = _finished_summary(out, config)
+        if finished is not None:
+            return finished
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "config.yaml")
+        if (out / "checkpoint.pt").exists():
+            state = load_torch(out / "checkpoint.pt", map_location=device)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            gamma.load_state_dict(state["gamma"])
+            generator.set_state(state["rng"]["generator"].cpu() if device.type == "cpu" else state["rng"]["generator"])
+            torch.set_rng_state(state["rng"]["torch"].cpu())
+            history, start_epoch, elapsed_before = state["history"], state["epoch"], state["wall_seconds"]
+
+    evaluate_at = evaluated_epochs(config.optim.epochs, config.eval.log_every)
+    pad_fill = _pad_fill(data, config)
+    summary: dict[str, Any] = {}
+    bar = _progress(range(start_epoch, config.optim.epochs), config, progress)
+    try:
+        for epoch in bar:
+            gamma_now = gamma.value if model.head.uses_compression else 0.0
+            lr_now = optimizer.param_groups[0]["lr"]
+            sums = _train_epoch(model, data, optimizer, config, gamma_now, pad_fill, generator)
+            scheduler.step()
+            gamma.step()
+            done = epoch + 1
+            losses = {k: v / sums["batches"] for k, v in sums.items() if k != "batches"}
+            if not all(math.isfinite(v) for v in losses.values()):
+                raise Diverged(f"loss became {losses['loss_total']} at epoch {done} (gamma={gamma_now:.4g}, "
+                               f"lr={lr_now:.4g})")
+            if done in evaluate_at:
+                record = {"epoch": done, "gamma": gamma_now, "lr": lr_now, **losses,
+                          **_evaluate(model, data, config, with_geometry=True)}
+                _check_finite(record, done, gamma_now, lr_now)
+                history.append(record)
+                if out is not None:
+                    write_jsonl(out / "history.jsonl", history)
+                    save_torch(out / "checkpoint.pt", {
+                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "gamma": gamma.state_dict(), "epoch": done,
+                        "history": history, "wall_seconds": elapsed_before + time.perf_counter() - started,
+                        "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}})
+                if hasattr(bar, "set_postfix"):
+                    bar.set_postfix(loss=f"{losses['loss_total']:.3g}", gamma=f"{gamma_now:.3g}",
+                                    train=f"{record['train_accuracy']:.3f}", test=f"{record['test_accuracy']:.3f}")
+        summary = _final_summary(model, data, config, history, device)
+        summary["status"], summary["reason"] = "finished", None
+    except Diverged as error:
+        summary = {"status": "diverged", "reason": str(error), "epochs_completed": len(history)}
+    finally:
+        if hasattr(bar, "close"):
+            bar.close()
+    summary = {**_identity(config, data, model, device), **summary,
+               "wall_seconds": elapsed_before + time.perf_counter() - started}
+    if out is not None:
+        if summary["status"] == "finished":
+            save_torch(out / "model.pt", model.state_dict())
+            if config.eval.save_latents:
+                _save_latents(out / "latents.npz", model, data)
+        write_json(out / "summary.json", summary)
+    return summary
+
+
+def _train_epoch(model, data, optimizer, config, gamma_now, pad_fill, generator) -> dict[str, float]:
+    model.train()
+    x, y = data.x_train, data.y_train
+    d, b = config.data, config.optim.batch_size
+    order = torch.randperm(len(x), device=x.device, generator=generator)
+    totals = torch.zeros(3, device=x.device, dtype=torch.float64)
+    batches = 0
+    for start in range(0, len(x), b):
+        idx = order[start:start + b]
+        if len(idx) < 2 and batches > 0:
+            break  # BatchNorm cannot train on a single sample
+        xb = augment(data.normalize(x[idx]), flip=d.flip, crop_padding=d.crop_padding, pad_fill=pad_fill,
+                     noise_std=d.noise_std, generator=generator)
+        logits, z = model(xb)
+        ce = F.cross_entropy(logits.float(), y[idx])
+        compress = compression_loss(z, config.gamma.reduction) if model.head.uses_compression else ce.new_zeros(())
+        loss = ce + gamma_now * compress + model.head.penalty(z)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        # accumulated on the device: one host sync per epoch, not per step
+        totals += torch.stack([ce.detach(), compress.detach(), loss.detach()]).double()
+        batches += 1
+    values = totals.tolist()
+    return {"loss_ce": values[0], "loss_compression": values[1], "loss_total": values[2], "batches": batches}
+
+
+def _pad_fill(data: Dataset, config: Config) -> torch.Tensor | float:
+    if not data.is_image or config.data.pad_value == "mean":
+        return 0.0  # a normalised zero is the mean colour (the authors pad after normalising)
+    return ((0.0 - data.mean) / data.std).reshape(-1)  # raw black pixels, as torchvision pads
+
+
+def _evaluate(model: Classifier, data: Dataset, config: Config, *, with_geometry: bool) -> dict[str, Any]:
+    record: dict[str, Any] = {}
+    outputs = {}
+    for split in ("train", "val", "test"):
+        logits, z = predict(model, data, split)
+        outputs[split] = (logits, z)
+        record[f"{split}_accuracy"] = (logits.argmax(1) == data.split(split)[1]).double().mean().item()
+    if with_geometry and config.eval.geometry:
+        record.update(_geometry(model, data, config, outputs))
+    return record
+
+
+def _geometry(model, data, config, outputs) -> dict[str, Any]:
+    from .metrics.geometry import geometry_summary
+
+    values = {}
+    for split in ("train", "test"):
+        logits, z = outputs[split]
+        y = data.split(split)[1]
+        keep = _subsample(len(z), config.eval.geometry_max_samples, config.seed)
+        summary = geometry_summary(z[keep], y[keep], logits=logits[keep], W=model.head.classifier.weight.detach(),
+                                   entropy=config.eval.entropy, entropy_k=config.eval.entropy_k)
+        values.update({f"{k}_{split}": v for k, v in summary.items()})
+    return values
+
+
+def _subsample(n: int, limit: int, seed: int) -> torch.Tensor | slice:
+    if n <= limit:
+        return slice(None)
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(n, generator=generator)[:limit].sort().values
+
+
+def _final_summary(model, data, config, history, device) -> dict[str, Any]:
+    last = history[-1]
+    tpt = next((r["epoch"] for r in history if r["train_accuracy"] >= TPT_ACCURACY), None)
+    # "lr" and "gamma" in the summary name the run; their values in the last epoch get their own keys
+    summary = {k: v for k, v in last.items() if k not in ("epoch", "lr", "gamma")}
+    summary.update({"epochs": config.optim.epochs, "tpt_epoch": tpt, "gamma_final": last["gamma"],
+                    "lr_final": last["lr"]})
+    e = config.eval
+    if e.reliability or e.robustness:
+        model.eval()
+        outputs = {s: predict(model, data, s) for s in ("train", "test")}
+    if e.reliability:
+        summary.update(_reliability(model, data, config, outputs))
+    if e.robustness:
+        summary.update(_robustness(model, data, config))
+    _check_finite(summary, last["epoch"], last["gamma"], last["lr"])
+    return summary
+
+
+def _reliability(model, data, config, outputs) -> dict[str, Any]:
+    from .metrics.reliability import misclassification_summary, ood_auroc_from_outputs, fit_class_gaussians
+
+    (logits_tr, z_tr), (logits_te, z_te) = outputs["train"], outputs["test"]
+    values = misclassification_summary(z_tr, data.y_train, logits_tr, z_te, data.y_test, logits_te,
+                                       temperature=config.eval.odin_temperature)
+    ood = ood_inputs(data, config.seed)
+    if ood is not None:
+        with torch.no_grad():
+            logits_ood, z_ood = model(ood)
+        correct = logits_tr.argmax(1) == data.y_train
+        fitted = fit_class_gaussians(z_tr[correct], data.y_train[correct])
+        values.update(ood_auroc_from_outputs(logits_te, z_te, logits_ood.float(), z_ood.float(), fitted,
+                                             temperature=config.eval.odin_temperature))
+    return values
+
+
+def ood_inputs(data: Dataset, seed: int) -> torch.Tensor | None:
+    """A built-in out-of-distribution set that needs no download: the test images with their pixels
+    shuffled by one fixed permutation (same pixel statistics, no digit structure). Normalised inputs."""
+    x = data.normalize(data.x_test)
+    flat = x.reshape(len(x), -1)
+    generator = torch.Generator().manual_seed(10_000 + seed)
+    permutation = torch.randperm(flat.shape[1], generator=generator).to(flat.device)
+    return flat[:, permutation].reshape(x.shape)
+
+
+def _robustness(model, data, config) -> dict[str, Any]:
+    from .metrics.robustness import robustness_summary
+
+    e = config.eval
+    x = data.normalize(data.x_test)
+    return robustness_summary(model, x, n=e.robustness_inputs, seed=config.seed, overshoot=e.deepfool_overshoot,
+                              max_iter=e.deepfool_max_iter, pgd_steps=e.pgd_steps, pgd_restarts=e.pgd_restarts,
+                              pgd_search_steps=e.pgd_search_steps)
+
+
+def _check_finite(record: dict[str, Any], epoch: int, gamma: float, lr: float) -> None:
+    for key, value in record.items():
+        if isinstance(value, float) and math.isnan(value):
+            raise Diverged(f"{key} became NaN at epoch {epoch} (gamma={gamma:.4g}, lr={lr:.4g})")
+
+
+def _save_latents(path: Path, model: Classifier, data: Dataset) -> None:
+    import io
+
+    from .files import atomic_write_bytes
+    arrays = {}
+    for split in ("train", "test"):
+        logits, z = predict(model, data, split)
+        arrays[f"z_{split}"] = z.cpu().numpy()
+        arrays[f"y_{split}"] = data.split(split)[1].cpu().numpy()
+        arrays[f"pred_{split}"] = logits.argmax(1).cpu().numpy()
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _identity(config: Config, data: Dataset, model: Classifier, device: torch.device) -> dict[str, Any]:
+    return {"head": config.model.head, "backbone": config.model.backbone, "dataset": data.name,
+            "seed": config.seed, "lr": config.optim.lr, "epochs": config.optim.epochs,
+            "num_classes": data.num_classes, "latent_dim": model.head.latent_dim,
+            "device": str(device), "lpc_version": __version__, "torch_version": torch.__version__,
+            "python_version": platform.python_version()}
+
+
+def _finished_summary(out: Path, config: Config) -> dict[str, Any] | None:
+    """The existing summary when ``out`` already holds this run, finished; refuses a different run's folder."""
+    if not (out / "config.yaml").exists():
+        return None
+    from .config import load_config
+    if load_config(out / "config.yaml").to_dict() != config.to_dict():
+        raise RunFileError(f"{out}: holds a run with a different config; choose another output folder")
+    if (out / "summary.json").exists():
+        summary = read_json(out / "summary.json")
+        if summary.get("status") in ("finished", "diverged"):
+            return summary
+    return None
+
+
+def _progress(epochs: range, config: Config, enabled: bool):
+    if not enabled:
+        return epochs
+    from tqdm.auto import tqdm
+    return tqdm(epochs, total=config.optim.epochs, initial=epochs.start, desc=f"{config.model.head}", unit="epoch",
+                dynamic_ncols=True, leave=True)

@@ -1,0 +1,101 @@
+import pytest
+import torch
+from torch import nn
+
+from lpc import HEADS, IBHead, build_head
+from lpc.config import ConfigError, WidthsConfig
+
+WIDTHS = WidthsConfig(intermediate=8, wide=32, narrow=4)
+# Table 3 of the paper, written out independently of the registry
+TABLE3 = {  # name: (compression, linear penultimate, dropout, l1, width)
+    "ib": (True, True, False, False, 8),
+    "wide_ib": (True, True, False, False, 32),
+    "narrow_ib": (True, True, False, False, 4),
+    "no_pen": (False, None, False, False, None),
+    "no_pen_dropout": (False, None, True, False, None),
+    "lin_pen": (False, True, False, False, 8),
+    "nonlin_pen": (False, False, False, False, 8),
+    "nonlin_pen_l1": (False, False, False, True, 8),
+}
+
+
+def test_registry_has_the_eight_heads():
+    assert set(HEADS) == set(TABLE3)
+
+
+@pytest.mark.parametrize("name", sorted(TABLE3))
+def test_head_structure(name):
+    compression, linear, dropout, l1, width = TABLE3[name]
+    head = build_head(name, 32, 10, WIDTHS)
+    h = torch.randn(5, 32)
+    logits, z = head.eval()(h)
+    assert logits.shape == (5, 10)
+    assert head.uses_compression is compression
+    assert isinstance(head.dropout, nn.Dropout) is dropout
+    if dropout:
+        assert head.dropout.p == 0.5
+    assert (head.l1_weight > 0) is l1
+    if width is None:
+        assert head.penultimate is None and torch.equal(z, h)  # z = backbone features
+        assert head.classifier.in_features == 32
+    else:
+        assert head.penultimate.out_features == width == z.shape[1] == head.latent_dim
+        pre = head.penultimate(h)
+        expected = pre if linear else torch.nn.functional.silu(pre)
+        torch.testing.assert_close(z, expected)
+        # a linear head is affine in h: z(a+b) - z(0) = (z(a) - z(0)) + (z(b) - z(0))
+        a, b, zero = torch.randn(1, 32), torch.randn(1, 32), torch.zeros(1, 32)
+        f = lambda v: head(v)[1]
+        additive = torch.allclose(f(a + b) - f(zero), f(a) - f(zero) + f(b) - f(zero), atol=1e-5)
+        assert additive is linear
+
+
+def test_logits_are_classifier_of_z():
+    head = build_head("ib", 16, 3, WIDTHS)
+    logits, z = head(torch.randn(4, 16))
+    torch.testing.assert_close(logits, head.classifier(z))
+
+
+def test_dropout_acts_between_z_and_classifier_only_in_training():
+    torch.manual_seed(0)
+    head = build_head("no_pen_dropout", 64, 3, WIDTHS)
+    h = torch.randn(50, 64)
+    logits_train, z_train = head.train()(h)
+    assert torch.equal(z_train, h)  # z itself is never dropped
+    assert not torch.allclose(logits_train, head.classifier(h))
+    logits_eval, _ = head.eval()(h)
+    torch.testing.assert_close(logits_eval, head.classifier(h))
+
+
+def test_l1_penalty_on_weights_and_activations():
+    head = build_head("nonlin_pen_l1", 16, 3, WIDTHS)
+    z = torch.randn(6, 8)
+    assert head.penalty(z).item() == pytest.approx(1e-4 * head.penultimate.weight.abs().sum().item(), rel=1e-6)
+    head = build_head("nonlin_pen_l1", 16, 3, WIDTHS, l1_on="activations", l1_weight=0.1)
+    assert head.penalty(z).item() == pytest.approx(0.1 * z.abs().sum(1).mean().item(), rel=1e-6)
+    # the penalty reaches the weights through autograd
+    head = build_head("nonlin_pen_l1", 16, 3, WIDTHS)
+    head.penalty(z).backward()
+    torch.testing.assert_close(head.penultimate.weight.grad, 1e-4 * head.penultimate.weight.sign())
+
+
+@pytest.mark.parametrize("name", [n for n in TABLE3 if n != "nonlin_pen_l1"])
+def test_other_heads_have_no_penalty(name):
+    head = build_head(name, 16, 3, WIDTHS)
+    assert head.penalty(torch.randn(2, head.latent_dim)).item() == 0.0
+
+
+def test_ib_head_public_constructor():
+    head = IBHead(512, 10, 8)
+    logits, z = head(torch.randn(3, 512))
+    assert logits.shape == (3, 10) and z.shape == (3, 8)
+    assert head.uses_compression and isinstance(head.activation, nn.Identity)
+
+
+def test_unknown_head_name_suggests():
+    with pytest.raises(ConfigError, match="did you mean 'wide_ib'"):
+        build_head("wide_ibb", 16, 3, WIDTHS)
+
+
+def test_widths_from_dict():
+    assert build_head("narrow_ib", 16, 3, {"intermediate": 8, "wide": 16, "narrow": 3}).latent_dim == 3
