@@ -26,16 +26,76 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, help="number of epochs (overrides optim.epochs)")
     train.add_argument("--data", help="a .npz file (x_train, y_train, x_test, y_test[, x_val, y_val]) or an "
                                       "ImageFolder root with train/ and test/ (overrides data.name/data.path)")
+    train.add_argument("--data-root", type=Path, help="folder that holds CIFAR-10 / CIFAR-100 / SVHN when data.name "
+                                                      "is cifar10, cifar100 or svhn (overrides data.path; default "
+                                                      "$LPC_DATA, else ./data)")
+    train.add_argument("--download", action="store_true",
+                       help="download that torchvision dataset into the data root when it is missing")
     train.add_argument("--device", help="cpu, cuda, cuda:1, ... or auto (overrides device)")
     train.add_argument("--out", type=Path, help="output folder (default: runs/<data>/<head>/lr=<lr>/seed=<seed>)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="any other config value, e.g. --set gamma.max=1e4 (repeatable)")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    download = commands.add_parser("download", help="download CIFAR-10, CIFAR-100 or SVHN and cache them as tensors",
+                                   description="Download a dataset of the paper through torchvision (CIFAR-10, "
+                                               "CIFAR-100; SVHN train and test, no 'extra'), check it, and cache "
+                                               "it beside the files as uint8 tensors for fast starts.")
+    download.add_argument("dataset", choices=("cifar10", "cifar100", "svhn"))
+    download.add_argument("--data-root", type=Path, help="folder to download into (default: $LPC_DATA, else ./data)")
+    analyze = commands.add_parser("analyze", help="recompute every metric of a finished run",
+                                  description="Load RUN_DIR's model and recompute accuracies, latent geometry, "
+                                              "reliability and robustness; print them as JSON and write "
+                                              "RUN_DIR/analysis.json (or --out).")
+    analyze.add_argument("run_dir", type=Path, help="a folder written by lpc train or lpc study")
+    analyze.add_argument("--data", help="evaluate on this .npz / ImageFolder instead of the run's own data")
+    analyze.add_argument("--device", default="auto", help="cpu, cuda, ... or auto")
+    analyze.add_argument("--out", type=Path, help="JSON file to write (default: RUN_DIR/analysis.json)")
+    _add_study_parsers(commands)
     return parser
 
 
+def _add_study_parsers(commands) -> None:
+    study = commands.add_parser(
+        "study", help="run the ablation grid (heads x learning rates x seeds) and write the report",
+        description="Train every (head, lr, seed) of the grid with the same code as `lpc train`, into "
+                    "OUT/runs/<head>/lr=<lr>/seed=<s>/; for each (head, seed) select the lr with the best "
+                    "validation accuracy at the last epoch (ties: the smaller lr); aggregate the selected runs "
+                    "over seeds (mean, sample std, n); write results.csv, tables, figures, report.md and "
+                    "report.html. Re-running the same command skips finished runs and resumes interrupted ones.")
+    study.add_argument("--config", required=True, type=Path, help="YAML base config, e.g. configs/mnist.yaml")
+    study.add_argument("--heads", default="all", help="'all' (default) or a comma list, e.g. ib,no_pen")
+    study.add_argument("--lrs", default="all", help="'all' (default: the config's optim.lrs) or a comma list, e.g. 1e-3,2e-3")
+    study.add_argument("--seeds", type=int, default=3, help="number of seeds; runs use seeds 0..N-1 (default 3)")
+    study.add_argument("--data", help="a .npz file or an ImageFolder root (overrides data.name/data.path)")
+    study.add_argument("--epochs", type=int, help="number of epochs (overrides optim.epochs)")
+    study.add_argument("--device", help="cpu, cuda or auto (overrides device)")
+    study.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any other config value, e.g. --set gamma.max=1e4 (repeatable)")
+    study.add_argument("--out", type=Path, help="study folder (default: studies/<data>)")
+    study.add_argument("--engine", default="local", choices=("local", "ray"),
+                       help="local: worker processes on this machine (default); ray: one Ray task per run "
+                            "(RAY_ADDRESS selects a cluster, else a local Ray instance)")
+    study.add_argument("--workers", type=int, help="runs at once (default: one per GPU, else one per two CPU cores)")
+    study.add_argument("--threads", type=int, help="torch threads per run (default: CPU cores // workers)")
+    study.add_argument("--cpus-per-run", type=float, help="Ray: CPUs per run (default: --threads)")
+    study.add_argument("--gpus-per-run", type=float, help="Ray: GPUs per run (default: 1 with CUDA, else 0)")
+    study.add_argument("--runs-per-device", type=int, default=1, metavar="K",
+                       help="K concurrent runs per GPU (default 1); with CUDA MPS their kernels overlap")
+    study.add_argument("--data-root", help="folder of CIFAR/SVHN files (overrides data.path)")
+    study.add_argument("--download", action="store_true", help="download CIFAR/SVHN into the data root first")
+    study.add_argument("--tensorboard", action="store_true",
+                       help="also write TensorBoard event files per run (needs the tensorboard package)")
+    study.add_argument("--quiet", action="store_true", help="no progress bar")
+    study.set_defaults(head=None, lr=None, seed=None)  # lets _resolve read the shared flags
+    report = commands.add_parser("report", help="rebuild the tables, figures and report of a study",
+                                 description="Rebuild selection.csv, aggregate.csv, table1/2, significance, "
+                                             "figures/, report.md and report.html of a study folder from its "
+                                             "results.csv and run folders (never trains).")
+    report.add_argument("dir", type=Path, help="a folder written by lpc study")
+
+
 def _resolve(args) -> "Config":
-    from .config import apply_overrides, load_config, parse_override
+    from .config import ConfigError, apply_overrides, load_config, parse_override
 
     config = load_config(args.config)
     overrides = dict(parse_override(text) for text in args.set)
@@ -46,7 +106,12 @@ def _resolve(args) -> "Config":
     if args.data is not None:
         path = Path(args.data)
         overrides["data.name"] = "imagefolder" if path.is_dir() else "npz"
-        overrides["data.path"] = str(path)
+        overrides["data.path"] = str(path.resolve())  # the same data from any folder or cluster node
+    if getattr(args, "data_root", None) is not None:
+        if args.data is not None:
+            raise ConfigError("--data names a file or folder of your own, --data-root the folder of CIFAR/SVHN; "
+                              "give one of them")
+        overrides["data.path"] = str(Path(args.data_root).expanduser().resolve())
     return apply_overrides(config, overrides)
 
 
@@ -56,19 +121,97 @@ def _default_out(config) -> Path:
 
 
 def cmd_train(args) -> int:
-    from .data import load_data
+    from .data import DataError, load_data
+    from .distributed import from_env
     from .model import build_model
     from .train import train
 
     config = _resolve(args)
-    data = load_data(config.data)
+    where = from_env()  # under torchrun: this process's rank among the ones training this run
+    if args.download and where.enabled:
+        raise DataError(f"download before starting several processes: lpc download {config.data.name}"
+                        + (f" --data-root {config.data.path}" if config.data.path else ""))
+    data = load_data(config.data, download=args.download)
     build_model(config, data.in_shape, data.num_classes)  # rejects a bad head/backbone before anything is written
     out = args.out or _default_out(config)
     summary = train(config, out, data=data, progress=not args.quiet)
-    keys = ("head", "status", "train_accuracy", "val_accuracy", "test_accuracy", "tpt_epoch", "wall_seconds")
-    print(json.dumps({k: summary.get(k) for k in keys}))
-    print(f"run files in {out}", file=sys.stderr)
+    if where.is_main:
+        keys = ("head", "status", "train_accuracy", "val_accuracy", "test_accuracy", "tpt_epoch", "wall_seconds")
+        print(json.dumps({k: summary.get(k) for k in keys}))
+        print(f"run files in {out}", file=sys.stderr)
     return 0 if summary["status"] == "finished" else 1
+
+
+def cmd_download(args) -> int:
+    from .data import cache_path, data_root, read_torchvision
+
+    arrays = read_torchvision(args.dataset, args.data_root, download=True)
+    print(json.dumps({"dataset": args.dataset, "root": str(data_root(args.data_root)),
+                      "train": len(arrays["x_train"]), "test": len(arrays["x_test"]),
+                      "image_shape": list(arrays["x_train"].shape[1:]),
+                      "cache": str(cache_path(args.dataset, args.data_root))}))
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from .config import DataConfig
+    from .data import load_data
+    from .files import write_json
+    from .runs import analyze_run
+
+    data = None
+    if args.data is not None:
+        path = Path(args.data)
+        data = load_data(DataConfig(name="imagefolder" if path.is_dir() else "npz", path=str(path)))
+    values = analyze_run(args.run_dir, data=data, device=args.device)
+    write_json(args.out or args.run_dir / "analysis.json", values)
+    print(json.dumps(values, indent=2))
+    return 0
+
+
+def cmd_study(args) -> int:
+    from .data import load_data
+    from .model import build_model
+    from .report import build_report
+    from .study import RunSpec, StudyError, parse_list, plan, run_study
+
+    try:
+        config = _resolve(args)
+        study = plan(config, heads=parse_list(args.heads, str, "--heads"), lrs=parse_list(args.lrs, float, "--lrs"),
+                     seeds=args.seeds)
+        # bad data or heads are rejected before anything is written; a download happens once, here
+        data = load_data(config.data, download=args.download)
+        for head in study.heads:
+            build_model(study.run_config(RunSpec(head, study.lrs[0], 0)), data.in_shape, data.num_classes)
+        out = args.out or Path("studies") / (config.data.name if config.data.name != "npz"
+                                             else Path(config.data.path).stem)
+        del data
+        outcome = run_study(study, out, engine=args.engine, workers=args.workers, threads=args.threads,
+                            cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                            runs_per_device=args.runs_per_device, progress=not args.quiet,
+                            tensorboard=args.tensorboard)
+        build_report(out)
+    except StudyError as error:
+        print(f"lpc: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"out": str(out), "runs": outcome.total, "already_done": outcome.skipped,
+                      "finished": outcome.finished, "diverged": outcome.diverged, "failed": len(outcome.failed),
+                      "wall_seconds": round(outcome.wall_seconds, 1)}))
+    print(f"report in {out / 'report.html'}", file=sys.stderr)
+    return 1 if outcome.failed else 0
+
+
+def cmd_report(args) -> int:
+    from .report import build_report
+    from .study import StudyError
+
+    try:
+        files = build_report(args.dir)
+    except StudyError as error:
+        print(f"lpc: error: {error}", file=sys.stderr)
+        return 2
+    print(f"report in {files['report.html']}", file=sys.stderr)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -78,7 +221,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        return {"train": cmd_train}[args.command](args)
+        return {"train": cmd_train, "analyze": cmd_analyze, "study": cmd_study,
+                "report": cmd_report, "download": cmd_download}[args.command](args)
     except (ConfigError, DataError, RunFileError) as error:
         print(f"lpc: error: {error}", file=sys.stderr)
         return 2

@@ -86,12 +86,21 @@ class EvalConfig:
 
 
 @dataclass
+class RuntimeConfig:
+    """How a run executes, not what it computes (beyond float rounding): precision and compilation."""
+
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere | bf16 | fp32 (head and losses stay fp32)
+    compile: bool | str = "auto"  # torch.compile the training step: auto (on for CUDA, off on CPU) | true | false
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     gamma: GammaConfig = field(default_factory=GammaConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     seed: int = 0
     device: str = "auto"  # auto: cuda when available, else cpu
 
@@ -223,6 +232,9 @@ def validate(config: Config) -> None:
     }
     for where, (value, allowed) in choices.items():
         check_choice(where, value, allowed)
+    check_choice("runtime.precision", config.runtime.precision, ("auto", "bf16", "fp32"))
+    if config.runtime.compile not in ("auto", True, False):
+        raise ConfigError(f"runtime.compile: expected auto, true or false, got {config.runtime.compile!r}")
     widths = config.model.widths
     for name in ("intermediate", "wide", "narrow"):
         value = getattr(widths, name)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from torch import nn
 from . import __version__
 from .config import Config
 from .data import Dataset, augment, load_data
+from .distributed import (SINGLE, Distributed, all_reduce_sum, barrier, broadcast_from_main, device_for, from_env,
+                          process_group)
 from .files import RunFileError, load_torch, read_json, save_torch, write_json, write_jsonl
 from .losses import GammaSchedule, compression_loss
 from .model import Classifier, build_model
@@ -46,9 +49,11 @@ def make_optimizer(model: Classifier, config: Config) -> tuple[torch.optim.Optim
     classifier = list(model.head.classifier.parameters())
     ids = {id(p) for p in classifier}
     rest = [p for p in model.parameters() if id(p) not in ids]
+    # on CUDA one fused kernel updates every parameter (instead of several launches per tensor)
+    fused = {"fused": True} if all(p.is_cuda for p in model.parameters()) else {}
     optimizer = torch.optim.AdamW(
         [{"params": rest, "lr": o.lr}, {"params": classifier, "lr": o.lr * o.classifier_lr_mult}],
-        lr=o.lr, weight_decay=o.weight_decay)
+        lr=o.lr, weight_decay=o.weight_decay, **fused)
 
     def decayed(epoch: int) -> float:
         if epoch < o.lr_decay_start:
@@ -57,6 +62,87 @@ def make_optimizer(model: Classifier, config: Config) -> tuple[torch.optim.Optim
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [decayed, lambda epoch: 1.0])
     return optimizer, scheduler
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """How the training step runs on its device (``config.runtime`` resolved): precision and compilation."""
+
+    device: torch.device
+    autocast: torch.dtype | None  # bf16 autocast for the backbone, or None for fp32 throughout
+    compile: bool  # torch.compile the training forward pass
+    channels_last: bool  # NHWC memory layout for convolutions (faster tensor cores on CUDA)
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.autocast is not None else "fp32"
+
+
+def resolve_runtime(config: Config, device: torch.device) -> Runtime:
+    """``auto`` means bf16 autocast and torch.compile on CUDA (bf16 needs Ampere or newer), plain fp32 on CPU."""
+    r = config.runtime
+    cuda = device.type == "cuda"
+    precision = r.precision
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    compiled = cuda if r.compile == "auto" else bool(r.compile)
+    return Runtime(device, torch.bfloat16 if precision == "bf16" else None, compiled, channels_last=cuda)
+
+
+class TrainForward(nn.Module):
+    """The training forward pass of a :class:`Classifier`: backbone under bf16 autocast when asked, head in fp32.
+
+    Only the backbone's convolutions and matrix products run in bf16; BatchNorm keeps fp32 parameters and
+    statistics under autocast. The head runs in fp32 because the IB latents shrink to ~1e-4 while their
+    within-class spread (Σ_W ~ 1e-12, Table 1) is about 1% of that, close to bf16's 0.4% resolution; the
+    cross-entropy and γ||z||^2 (γ up to 1e6) are then computed from fp32 logits and latents.
+    """
+
+    def __init__(self, model: Classifier, *, autocast: torch.dtype | None = None, channels_last: bool = False):
+        super().__init__()
+        self.model, self.autocast, self.channels_last = model, autocast, channels_last
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            h = self.model.forward_features(x)
+        return self.model.forward_head(h.float())
+
+
+def training_module(model: Classifier, runtime: Runtime, where: Distributed = SINGLE) -> nn.Module:
+    """What the loop calls for a training step: :class:`TrainForward`, in DDP across ranks, compiled when asked.
+
+    ``model`` keeps owning the parameters: evaluation, checkpoints and metrics use it directly.
+    """
+    if runtime.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input shapes: let cuDNN pick its fastest kernels once
+    if runtime.channels_last:
+        model.to(memory_format=torch.channels_last)
+    step: nn.Module = TrainForward(model, autocast=runtime.autocast, channels_last=runtime.channels_last)
+    if where.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        step = DistributedDataParallel(step, device_ids=[runtime.device.index] if runtime.device.type == "cuda" else None)
+    if runtime.compile:
+        step = torch.compile(step, dynamic=False)  # the last, shorter batch of an epoch compiles a second graph
+    return step
+
+
+def _mix(*values: int) -> int:
+    """A 64-bit seed from integers; different tuples give independent streams."""
+    entropy = [int(v) & 0xFFFF_FFFF_FFFF_FFFF for v in values]
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0])
+
+
+def epoch_generators(seed: int, epoch: int, rank: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """The random streams of one epoch, pure functions of (seed, epoch, rank): the data order, the same on every
+    rank, and the augmentation, each rank its own. A resumed run or another rank rebuilds them from nothing.
+    (Dropout draws from torch's global generator, which :func:`train_epoch` seeds the same way.)"""
+    order, augmentation = torch.Generator(device=device), torch.Generator(device=device)
+    order.manual_seed(_mix(seed, epoch))
+    augmentation.manual_seed(_mix(seed, epoch, rank, 1))
+    return order, augmentation
 
 
 @torch.no_grad()
@@ -85,47 +171,61 @@ def train(config: Config, out_dir: str | Path | None = None, *, data: Dataset | 
     Files in ``out_dir``: ``config.yaml`` (resolved config), ``history.jsonl`` (one object per evaluated
     epoch), ``checkpoint.pt`` (for resuming), ``model.pt`` (final state dict), ``latents.npz`` and
     ``summary.json`` (final figures; ``status`` is ``finished`` or ``diverged``).
+
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), the processes train the run together with
+    DistributedDataParallel and only rank 0 evaluates and writes files (see :mod:`lpc.distributed`).
     """
+    device = device_for(resolve_device(config.device), from_env())
+    with process_group(device) as where:
+        return _train(config, out_dir, data=data, progress=progress, device=device, where=where)
+
+
+def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, progress: bool,
+           device: torch.device, where: Distributed) -> dict[str, Any]:
     started = time.perf_counter()
-    device = resolve_device(config.device)
+    runtime = resolve_runtime(config, device)
     torch.manual_seed(config.seed)
     if data is None:
         data = load_data(config.data)
     data = data.to(device)
-    model = build_model(config, data.in_shape, data.num_classes).to(device)
+    layout = torch.channels_last if runtime.channels_last else torch.preserve_format
+    model = build_model(config, data.in_shape, data.num_classes).to(device, memory_format=layout)
     optimizer, scheduler = make_optimizer(model, config)
     gamma = GammaSchedule(config.gamma.init, config.gamma.factor, config.gamma.max, config.gamma.every)
-    generator = torch.Generator(device=device)
-    generator.manual_seed(config.seed)
     history: list[dict[str, Any]] = []
     start_epoch, elapsed_before = 0, 0.0
 
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         finished = _finished_summary(out, config)
+        barrier(where)  # every rank has read the folder before rank 0 writes to it
         if finished is not None:
             return finished
-        out.mkdir(parents=True, exist_ok=True)
-        config.save(out / "config.yaml")
-        if (out / "checkpoint.pt").exists():
+        if where.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            config.save(out / "config.yaml")
+        if (out / "checkpoint.pt").exists():  # every rank restores its optimizer state from rank 0's checkpoint
             state = load_torch(out / "checkpoint.pt", map_location=device)
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            _match_layout(optimizer)
             scheduler.load_state_dict(state["scheduler"])
             gamma.load_state_dict(state["gamma"])
-            generator.set_state(state["rng"]["generator"].cpu() if device.type == "cpu" else state["rng"]["generator"])
             torch.set_rng_state(state["rng"]["torch"].cpu())
             history, start_epoch, elapsed_before = state["history"], state["epoch"], state["wall_seconds"]
+    step_model = training_module(model, runtime, where)
+    writer = out if where.is_main else None  # the only rank that writes files
 
     evaluate_at = evaluated_epochs(config.optim.epochs, config.eval.log_every)
     pad_fill = _pad_fill(data, config)
     summary: dict[str, Any] = {}
-    bar = _progress(range(start_epoch, config.optim.epochs), config, progress)
+    bar = _progress(range(start_epoch, config.optim.epochs), config, progress and where.is_main)
     try:
         for epoch in bar:
             gamma_now = gamma.value if model.head.uses_compression else 0.0
             lr_now = optimizer.param_groups[0]["lr"]
-            sums = _train_epoch(model, data, optimizer, config, gamma_now, pad_fill, generator)
+            sums = train_epoch(step_model, model, data, optimizer, config, gamma=gamma_now, pad_fill=pad_fill,
+                               epoch=epoch, where=where)
             scheduler.step()
             gamma.step()
             done = epoch + 1
@@ -134,63 +234,95 @@ def train(config: Config, out_dir: str | Path | None = None, *, data: Dataset | 
                 raise Diverged(f"loss became {losses['loss_total']} at epoch {done} (gamma={gamma_now:.4g}, "
                                f"lr={lr_now:.4g})")
             if done in evaluate_at:
-                record = {"epoch": done, "gamma": gamma_now, "lr": lr_now, **losses,
-                          **_evaluate(model, data, config, with_geometry=True)}
-                _check_finite(record, done, gamma_now, lr_now)
-                history.append(record)
-                if out is not None:
-                    write_jsonl(out / "history.jsonl", history)
-                    save_torch(out / "checkpoint.pt", {
+                verdict = None  # rank 0 evaluates the full splits; the other ranks wait for its verdict
+                if where.is_main:
+                    try:
+                        record = {"epoch": done, "gamma": gamma_now, "lr": lr_now, **losses,
+                                  **evaluate(model, data, config)}
+                        _check_finite(record, done, gamma_now, lr_now)
+                    except Diverged as error:
+                        verdict = str(error)
+                verdict = broadcast_from_main(verdict, where)
+                if verdict is not None:
+                    raise Diverged(verdict)
+                if where.is_main:
+                    history.append(record)
+                if writer is not None:
+                    write_jsonl(writer / "history.jsonl", history)
+                    save_torch(writer / "checkpoint.pt", {
                         "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "gamma": gamma.state_dict(), "epoch": done,
                         "history": history, "wall_seconds": elapsed_before + time.perf_counter() - started,
-                        "rng": {"generator": generator.get_state(), "torch": torch.get_rng_state()}})
+                        "rng": {"torch": torch.get_rng_state()}})
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{losses['loss_total']:.3g}", gamma=f"{gamma_now:.3g}",
                                     train=f"{record['train_accuracy']:.3f}", test=f"{record['test_accuracy']:.3f}")
-        summary = _final_summary(model, data, config, history, device)
+        summary = _final_summary(model, data, config, history, device) if where.is_main else {}
         summary["status"], summary["reason"] = "finished", None
     except Diverged as error:
         summary = {"status": "diverged", "reason": str(error), "epochs_completed": len(history)}
     finally:
         if hasattr(bar, "close"):
             bar.close()
-    summary = {**_identity(config, data, model, device), **summary,
+    summary = {**_identity(config, data, model, device), "precision": runtime.precision,
+               "compiled": runtime.compile, "world_size": where.world_size, **summary,
                "wall_seconds": elapsed_before + time.perf_counter() - started}
-    if out is not None:
+    if writer is not None:
         if summary["status"] == "finished":
-            save_torch(out / "model.pt", model.state_dict())
+            save_torch(writer / "model.pt", model.state_dict())
             if config.eval.save_latents:
-                _save_latents(out / "latents.npz", model, data)
-        write_json(out / "summary.json", summary)
+                _save_latents(writer / "latents.npz", model, data)
+        write_json(writer / "summary.json", summary)
     return summary
 
 
-def _train_epoch(model, data, optimizer, config, gamma_now, pad_fill, generator) -> dict[str, float]:
+def train_epoch(step_model: nn.Module, model: Classifier, data: Dataset, optimizer: torch.optim.Optimizer,
+                config: Config, *, gamma: float, pad_fill: torch.Tensor | float, epoch: int,
+                where: Distributed = SINGLE, max_steps: int | None = None) -> dict[str, float]:
+    """One epoch of training (or its first ``max_steps`` steps); returns the summed losses and the step count.
+
+    Every step takes the next ``optim.batch_size`` indices of the epoch's permutation (this rank's shard of
+    them under DDP), augments the batch on the device and minimises CE + γ||z||^2 (IB heads) + the head's
+    penalty. Nothing reads a value back to the host until the epoch ends: the losses are summed on the device.
+    """
     model.train()
     x, y = data.x_train, data.y_train
     d, b = config.data, config.optim.batch_size
-    order = torch.randperm(len(x), device=x.device, generator=generator)
+    order_generator, augment_generator = epoch_generators(config.seed, epoch, where.rank, x.device)
+    torch.manual_seed(_mix(config.seed, epoch, where.rank, 2))  # dropout: its own masks per rank and epoch
+    order = torch.randperm(len(x), device=x.device, generator=order_generator)
     totals = torch.zeros(3, device=x.device, dtype=torch.float64)
     batches = 0
     for start in range(0, len(x), b):
-        idx = order[start:start + b]
-        if len(idx) < 2 and batches > 0:
-            break  # BatchNorm cannot train on a single sample
+        if max_steps is not None and batches >= max_steps:
+            break
+        batch = order[start:start + b]
+        if len(batch) < 2 * where.world_size and batches > 0:
+            break  # BatchNorm cannot train on a single sample (per rank)
+        idx = batch[where.rank::where.world_size]
         xb = augment(data.normalize(x[idx]), flip=d.flip, crop_padding=d.crop_padding, pad_fill=pad_fill,
-                     noise_std=d.noise_std, generator=generator)
-        logits, z = model(xb)
+                     noise_std=d.noise_std, generator=augment_generator)
+        logits, z = step_model(xb)
         ce = F.cross_entropy(logits.float(), y[idx])
         compress = compression_loss(z, config.gamma.reduction) if model.head.uses_compression else ce.new_zeros(())
-        loss = ce + gamma_now * compress + model.head.penalty(z)
+        loss = ce + gamma * compress + model.head.penalty(z)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         # accumulated on the device: one host sync per epoch, not per step
         totals += torch.stack([ce.detach(), compress.detach(), loss.detach()]).double()
         batches += 1
-    values = totals.tolist()
+    values = (all_reduce_sum(totals, where) / where.world_size).tolist()  # mean over ranks
     return {"loss_ce": values[0], "loss_compression": values[1], "loss_total": values[2], "batches": batches}
+
+
+def _match_layout(optimizer: torch.optim.Optimizer) -> None:
+    """Gives restored optimizer state its parameter's memory layout: a checkpoint written on the CPU (NCHW)
+    resumed on CUDA (channels_last) must not pair moments and weights element by element in different orders."""
+    for param, state in optimizer.state.items():
+        for key, value in state.items():
+            if torch.is_tensor(value) and value.shape == param.shape and value.stride() != param.stride():
+                state[key] = torch.empty_like(param, dtype=value.dtype).copy_(value)
 
 
 def _pad_fill(data: Dataset, config: Config) -> torch.Tensor | float:
@@ -199,14 +331,15 @@ def _pad_fill(data: Dataset, config: Config) -> torch.Tensor | float:
     return ((0.0 - data.mean) / data.std).reshape(-1)  # raw black pixels, as torchvision pads
 
 
-def _evaluate(model: Classifier, data: Dataset, config: Config, *, with_geometry: bool) -> dict[str, Any]:
+def evaluate(model: Classifier, data: Dataset, config: Config, *, geometry: bool = True) -> dict[str, Any]:
+    """Accuracies on the three splits and, when ``config.eval.geometry``, the latent geometry of train and test."""
     record: dict[str, Any] = {}
     outputs = {}
     for split in ("train", "val", "test"):
         logits, z = predict(model, data, split)
         outputs[split] = (logits, z)
         record[f"{split}_accuracy"] = (logits.argmax(1) == data.split(split)[1]).double().mean().item()
-    if with_geometry and config.eval.geometry:
+    if geometry and config.eval.geometry:
         record.update(_geometry(model, data, config, outputs))
     return record
 
@@ -239,16 +372,21 @@ def _final_summary(model, data, config, history, device) -> dict[str, Any]:
     summary = {k: v for k, v in last.items() if k not in ("epoch", "lr", "gamma")}
     summary.update({"epochs": config.optim.epochs, "tpt_epoch": tpt, "gamma_final": last["gamma"],
                     "lr_final": last["lr"]})
-    e = config.eval
-    if e.reliability or e.robustness:
-        model.eval()
-        outputs = {s: predict(model, data, s) for s in ("train", "test")}
-    if e.reliability:
-        summary.update(_reliability(model, data, config, outputs))
-    if e.robustness:
-        summary.update(_robustness(model, data, config))
+    summary.update(final_metrics(model, data, config))
     _check_finite(summary, last["epoch"], last["gamma"], last["lr"])
     return summary
+
+
+def final_metrics(model: Classifier, data: Dataset, config: Config) -> dict[str, Any]:
+    """Reliability (misclassification and OOD AUROCs) and robustness scores, as ``config.eval`` switches them."""
+    values: dict[str, Any] = {}
+    model.eval()
+    if config.eval.reliability:
+        outputs = {s: predict(model, data, s) for s in ("train", "test")}
+        values.update(_reliability(model, data, config, outputs))
+    if config.eval.robustness:
+        values.update(_robustness(model, data, config))
+    return values
 
 
 def _reliability(model, data, config, outputs) -> dict[str, Any]:
@@ -312,7 +450,7 @@ def _save_latents(path: Path, model: Classifier, data: Dataset) -> None:
 def _identity(config: Config, data: Dataset, model: Classifier, device: torch.device) -> dict[str, Any]:
     return {"head": config.model.head, "backbone": config.model.backbone, "dataset": data.name,
             "seed": config.seed, "lr": config.optim.lr, "epochs": config.optim.epochs,
-            "num_classes": data.num_classes, "latent_dim": model.head.latent_dim,
+            "num_classes": data.num_classes, "in_shape": list(data.in_shape), "latent_dim": model.head.latent_dim,
             "device": str(device), "lpc_version": __version__, "torch_version": torch.__version__,
             "python_version": platform.python_version()}
 

@@ -1,0 +1,55 @@
+"""Finished run folders read back: the trained model and its config (``load_run``), and every metric recomputed."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import Config, load_config
+from .data import Dataset, load_data
+from .files import RunFileError, load_torch, read_json
+from .model import Classifier, build_model
+from .train import evaluate, final_metrics, resolve_device
+
+
+def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu") -> tuple[Classifier, Config]:
+    """The trained model of a run folder, in eval mode, and its resolved config.
+
+    ``model(x)`` returns ``(logits, z)`` for inputs as the training pipeline feeds them: normalised by the
+    training set's per-channel mean and std (``lpc.data.load_data(config.data).normalize(raw)``).
+    The weights come from ``model.pt``, or from ``checkpoint.pt`` for a run that has not finished.
+    """
+    run_dir = Path(run_dir)
+    config = load_config(run_dir / "config.yaml")
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").exists() else {}
+    if "in_shape" in summary and "num_classes" in summary:
+        in_shape, num_classes = tuple(summary["in_shape"]), summary["num_classes"]
+    else:  # an unfinished run: the shapes come from its data
+        data = load_data(config.data)
+        in_shape, num_classes = data.in_shape, data.num_classes
+    if (run_dir / "model.pt").exists():
+        state = load_torch(run_dir / "model.pt", map_location=device)
+    elif (run_dir / "checkpoint.pt").exists():
+        state = load_torch(run_dir / "checkpoint.pt", map_location=device)["model"]
+    else:
+        raise RunFileError(f"{run_dir}: no model.pt or checkpoint.pt (has this run started?)")
+    model = build_model(config, in_shape, num_classes).to(device)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise RunFileError(f"{run_dir}: weights do not fit the model its config describes ({str(error).splitlines()[0]})") from None
+    return model.eval(), config
+
+
+def analyze_run(run_dir: str | Path, *, data: Dataset | None = None, device: str = "auto") -> dict[str, Any]:
+    """Recomputes accuracies, latent geometry, reliability and robustness of a run on its data (or ``data``)."""
+    target = resolve_device(device)
+    model, config = load_run(run_dir, device=target)
+    if data is None:
+        data = load_data(config.data)
+    data = data.to(target)
+    torch.manual_seed(config.seed)
+    values = evaluate(model, data, config)
+    values.update(final_metrics(model, data, config))
+    return {"run": str(run_dir), "head": config.model.head, "dataset": data.name, **values}

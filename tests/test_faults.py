@@ -1,0 +1,102 @@
+"""Fault tolerance of `lpc train` with real processes: SIGKILL and resume, corrupt files, rejected input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import tiny_config
+from lpc.cli import main
+
+VOLATILE = {"wall_seconds"}
+
+
+def _train_cmd(config_path, out):
+    return [sys.executable, "-m", "lpc", "train", "--config", str(config_path), "--out", str(out), "--quiet"]
+
+
+def _summary(out):
+    summary = json.loads((out / "summary.json").read_text())
+    return {k: v for k, v in summary.items() if k not in VOLATILE}
+
+
+@pytest.fixture
+def long_yaml(tmp_path, tiny_npz):
+    # dropout and noise make the run depend on every RNG stream that a resume must restore
+    config = tiny_config(**{"data.path": str(tiny_npz), "optim.epochs": 60, "eval.log_every": 1,
+                            "model.head": "no_pen_dropout", "model.mlp_hidden": [256, 256], "optim.batch_size": 8})
+    path = tmp_path / "long.yaml"
+    config.save(path)
+    return path
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_identical_numbers(tmp_path, long_yaml):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference = tmp_path / "reference"
+    subprocess.run(_train_cmd(long_yaml, reference), check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(_train_cmd(long_yaml, killed), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        history = killed / "history.jsonl"
+        if history.exists() and len(history.read_text().splitlines()) >= 5:
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "summary.json").exists(), "the run finished before it could be killed"
+    subprocess.run(_train_cmd(long_yaml, killed), check=True, env=env, capture_output=True)
+    assert _summary(killed) == _summary(reference)
+    history = [json.loads(line) for line in (killed / "history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == list(range(1, 61))
+
+
+def test_truncated_checkpoint_is_reported_by_path(tmp_path, tiny_npz, capsys):
+    config = tiny_config(**{"data.path": str(tiny_npz), "optim.epochs": 2})
+    path = tmp_path / "c.yaml"
+    config.save(path)
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(out), "--quiet"]) == 0
+    (out / "summary.json").unlink()  # as if killed after the checkpoint was written
+    checkpoint = out / "checkpoint.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[: checkpoint.stat().st_size // 2])
+    assert main(["train", "--config", str(path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "checkpoint.pt" in err and "Traceback" not in err
+
+
+def test_diverged_run_names_epoch_gamma_and_lr(tmp_path, tiny_npz, capsys):
+    config = tiny_config(**{"data.path": str(tiny_npz), "optim.lr": 1e30, "model.head": "ib", "optim.epochs": 3,
+                            "gamma.init": 1e30, "gamma.max": 1e30})
+    path = tmp_path / "c.yaml"
+    config.save(path)
+    assert main(["train", "--config", str(path), "--out", str(tmp_path / "run"), "--quiet"]) == 1
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["status"] == "diverged"
+    assert "epoch 1" in summary["reason"] and "lr=1e+30" in summary["reason"]
+
+
+@pytest.mark.parametrize("override,message", [
+    ("optim.lrr=1", "did you mean 'optim.lr'"),
+    ("model.backbone=resnet", "model.backbone: unknown value 'resnet'"),
+    ("gamma.factor=-2", "gamma.factor must be positive"),
+    ("model.widths.narrow=9999", "narrow (9999) is larger"),
+    ("optim.epochs=0", "optim.epochs must be at least 1"),
+])
+def test_each_bad_config_exits_2_and_writes_nothing(tmp_path, tiny_npz, override, message):
+    config = tiny_config(**{"data.path": str(tiny_npz)})
+    path = tmp_path / "c.yaml"
+    config.save(path)
+    out = tmp_path / "never"
+    result = subprocess.run([sys.executable, "-m", "lpc", "train", "--config", str(path), "--out", str(out),
+                             "--set", override], capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = [l for l in result.stderr.strip().splitlines() if l]
+    assert len(lines) == 1 and message in lines[0]
+    assert not out.exists()
