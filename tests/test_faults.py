@@ -100,3 +100,33 @@ def test_each_bad_config_exits_2_and_writes_nothing(tmp_path, tiny_npz, override
     lines = [l for l in result.stderr.strip().splitlines() if l]
     assert len(lines) == 1 and message in lines[0]
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_checkpoints_at_the_end_of_the_epoch_and_resumes_exactly(tmp_path, tiny_npz):
+    from lpc.files import load_torch
+
+    # evaluations only at the end: without the deferred interrupt there would be no checkpoint at all
+    config = tiny_config(**{"data.path": str(tiny_npz), "optim.epochs": 200, "eval.log_every": 200,
+                            "model.head": "no_pen_dropout", "model.mlp_hidden": [256, 256], "optim.batch_size": 8})
+    path = tmp_path / "c.yaml"
+    config.save(path)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    reference, interrupted = tmp_path / "reference", tmp_path / "interrupted"
+    subprocess.run(_train_cmd(path, reference), check=True, env=env, capture_output=True)
+
+    process = subprocess.Popen(_train_cmd(path, interrupted), env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (interrupted / "config.yaml").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # some epochs in
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not (interrupted / "summary.json").exists()
+    epoch = load_torch(interrupted / "checkpoint.pt")["epoch"]
+    assert 0 < epoch < 200
+    subprocess.run(_train_cmd(path, interrupted), check=True, env=env, capture_output=True)
+    assert _summary(interrupted) == _summary(reference)

@@ -78,3 +78,12 @@ def test_checkpoints_needing_arbitrary_code_are_refused(tmp_path):
     torch.save({"model": Payload()}, path)
     with pytest.raises(RunFileError, match="evil.pt: cannot be loaded safely"):
         load_torch(path)
+
+
+def test_plot_latents_draws_a_png(finished_run, capsys):
+    run_dir, _, _ = finished_run
+    assert main(["plot", "latents", str(run_dir)]) == 0
+    png = run_dir / "latents.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    assert main(["plot", "latents", str(run_dir / "nowhere")]) == 2
+    assert "latents.npz: file not found" in capsys.readouterr().err

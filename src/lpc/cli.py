@@ -51,6 +51,15 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--device", default="auto", help="cpu, cuda, ... or auto")
     analyze.add_argument("--out", type=Path, help="JSON file to write (default: RUN_DIR/analysis.json)")
     _add_study_parsers(commands)
+    plot = commands.add_parser("plot", help="draw figures of a run")
+    plot_kinds = plot.add_subparsers(dest="kind", required=True)
+    latents = plot_kinds.add_parser("latents", help="Figure 1: histogram of every latent node, coloured by class",
+                                    description="Draw one histogram per latent node of RUN_DIR/latents.npz, stacked "
+                                                "by class (the paper's Figure 1), into RUN_DIR/latents.png or --out.")
+    latents.add_argument("run_dir", type=Path, help="a folder written by lpc train or lpc study")
+    latents.add_argument("--split", choices=("train", "test"), default="train")
+    latents.add_argument("--max-nodes", type=int, default=16, help="draw at most this many nodes (default 16)")
+    latents.add_argument("--out", type=Path, help="PNG file (default: RUN_DIR/latents.png)")
     return parser
 
 
@@ -153,6 +162,27 @@ def cmd_download(args) -> int:
     return 0
 
 
+def cmd_plot(args) -> int:
+    import numpy as np
+
+    from .files import RunFileError
+    from .report import plot_latent_histograms
+
+    path = args.run_dir / "latents.npz"
+    if not path.is_file():
+        raise RunFileError(f"{path}: file not found (runs save it unless eval.save_latents is false)")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            z, y = arrays[f"z_{args.split}"], arrays[f"y_{args.split}"]
+    except (OSError, ValueError, KeyError) as error:
+        raise RunFileError(f"{path}: truncated or corrupt ({error})") from None
+    out = args.out or args.run_dir / "latents.png"
+    plot_latent_histograms(z, y, out, max_nodes=args.max_nodes,
+                           title=f"Latent histograms per node, {args.run_dir} ({args.split} set)")
+    print(out)
+    return 0
+
+
 def cmd_analyze(args) -> int:
     from .config import DataConfig
     from .data import load_data
@@ -222,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return {"train": cmd_train, "analyze": cmd_analyze, "study": cmd_study,
-                "report": cmd_report, "download": cmd_download}[args.command](args)
+                "report": cmd_report, "download": cmd_download, "plot": cmd_plot}[args.command](args)
     except (ConfigError, DataError, RunFileError) as error:
         print(f"lpc: error: {error}", file=sys.stderr)
         return 2

@@ -53,6 +53,21 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     atomic_write_bytes(path, "".join(json.dumps(_plain(r)) + "\n" for r in rows).encode())
 
 
+def write_csv(path: str | Path, rows: list[dict], columns: list[str] | None = None) -> None:
+    """One row per dict (columns: given, else every key in first-seen order); floats at full precision
+    (``repr`` round-trips), missing values empty."""
+    import csv
+
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float) else row[c]
+                         for c in columns])
+    atomic_write_bytes(path, buffer.getvalue().encode())
+
+
 def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:

@@ -16,7 +16,6 @@ From a study directory (see :mod:`lpc.study`) :func:`build_report` reads ``resul
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
 import math
@@ -26,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .files import atomic_write_bytes, read_json, write_json
+from .files import atomic_write_bytes, read_json, write_csv, write_json
 from .study import (AGGREGATION_RULE, SELECTION_RULE, Stat, StudyError, aggregate, read_history, read_results,
                     selection_table)
 
@@ -204,14 +203,7 @@ def _is_number(value: Any) -> bool:
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float) else row[c]
-                         for c in columns])
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    write_csv(path, rows)
     return path
 
 
@@ -258,21 +250,14 @@ def _save(fig, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _figure_latents(out, selected, heads, histories, notes):
+def plot_latent_histograms(z: np.ndarray, y: np.ndarray, path: Path, *, title: str,
+                           max_nodes: int | None = None) -> Path:
+    """Figure 1 of the paper: one histogram per latent node, stacked by class, written as PNG to ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = sorted((r for r in selected if r["head"] == "ib"), key=lambda r: r["seed"])
-    run = next((r for r in runs if (out / r["run"] / "latents.npz").exists()), None)
-    if run is None:
-        notes.append("Figure 1 (latent histograms) skipped: no selected `ib` run with latents.npz "
-                     "(the study has no ib head, every ib run diverged, or eval.save_latents is off).")
-        return None
-    with np.load(out / run["run"] / "latents.npz") as arrays:
-        z, y = arrays["z_train"], arrays["y_train"]
-    dims = z.shape[1]
-    shown = min(dims, MAX_NODES)
-    if dims > shown:
-        notes.append(f"Figure 1 shows the first {shown} of {dims} latent dimensions.")
+    shown = min(z.shape[1], max_nodes or MAX_NODES)
     cols = min(4, shown)
     rows_ = math.ceil(shown / cols)
     fig, axes = plt.subplots(rows_, cols, figsize=(3.2 * cols, 2.4 * rows_ + 0.4), squeeze=False,
@@ -291,9 +276,26 @@ def _figure_latents(out, selected, heads, histories, notes):
         ax.set_title(f"node {i}", fontsize=9)
         ax.tick_params(labelsize=7)
     axes[0][0].legend(title="class", fontsize=6, title_fontsize=7, ncol=2)
-    fig.suptitle(f"Latent histograms per node, ib head (lr={run['lr']:g}, seed={run['seed']}), training set")
-    path = out / "figures" / "fig1_latent_histograms.png"
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
     _save(fig, path)
+    return path
+
+
+def _figure_latents(out, selected, heads, histories, notes):
+    runs = sorted((r for r in selected if r["head"] == "ib"), key=lambda r: r["seed"])
+    run = next((r for r in runs if (out / r["run"] / "latents.npz").exists()), None)
+    if run is None:
+        notes.append("Figure 1 (latent histograms) skipped: no selected `ib` run with latents.npz "
+                     "(the study has no ib head, every ib run diverged, or eval.save_latents is off).")
+        return None
+    with np.load(out / run["run"] / "latents.npz") as arrays:
+        z, y = arrays["z_train"], arrays["y_train"]
+    if z.shape[1] > MAX_NODES:
+        notes.append(f"Figure 1 shows the first {MAX_NODES} of {z.shape[1]} latent dimensions.")
+    path = out / "figures" / "fig1_latent_histograms.png"
+    plot_latent_histograms(z, y, path, title=f"Latent histograms per node, ib head (lr={run['lr']:g}, "
+                                             f"seed={run['seed']}), training set")
     return path, (f"Figure 1: histograms of the training-set latents z of the selected ib run (seed {run['seed']}, "
                   f"lr {run['lr']:g}) at the last epoch, one panel per node, stacked by class. Under latent point "
                   "collapse every class sits at one of two values in each node (paper, Fig. 1).")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import io
 import json
 import math
 import os
@@ -41,7 +40,7 @@ import yaml
 
 from . import __version__
 from .config import Config, ConfigError, apply_overrides, check_choice, config_from_dict
-from .files import RunFileError, atomic_write_bytes, read_json, write_json
+from .files import RunFileError, atomic_write_bytes, read_json, write_csv, write_json
 
 SELECTION_RULE = ("for each (head, seed), the learning rate with the highest validation accuracy at the last "
                   "epoch (paper, Appendix C; the authors' script used test accuracy); ties go to the smaller "
@@ -381,8 +380,8 @@ class LocalEngine:
     def result(self, handle):
         return handle.result()
 
-    def close(self, cancel: bool = False) -> None:
-        self.pool.shutdown(wait=not cancel, cancel_futures=cancel)
+    def close(self, cancel: bool = False, wait: bool | None = None) -> None:
+        self.pool.shutdown(wait=not cancel if wait is None else wait, cancel_futures=cancel)
 
 
 class RayEngine:
@@ -423,7 +422,7 @@ class RayEngine:
             cause = getattr(error, "cause", None)
             raise (cause if isinstance(cause, BaseException) else RuntimeError(str(error).splitlines()[-1])) from None
 
-    def close(self, cancel: bool = False) -> None:
+    def close(self, cancel: bool = False, wait: bool | None = None) -> None:
         if self.started:
             self.ray.shutdown()
 
@@ -528,14 +527,18 @@ def _drive(runner, study, out, todo, total, workers, threads, failed, counts, pr
                 bar.update(1)
             show()
         clean = True
+    except KeyboardInterrupt:
+        # Ctrl-C reached the workers too: each finishes its epoch, checkpoints and stops; wait for that,
+        # because workers die with this process
+        bar.write("lpc: interrupted; running runs checkpoint at the end of their epoch", file=sys.stderr)
+        runner.close(cancel=True, wait=True)
+        raise
     finally:
         bar.close()
         runner.close(cancel=not clean)
 
 
 def _record_invocation(out: Path, *, engine, workers, threads, trained, wall_seconds, rows) -> None:
-    import torch
-
     path = out / "study.json"
     try:
         record = read_json(path) if path.exists() else {}
@@ -699,13 +702,7 @@ def write_results(path: str | Path, rows: list[dict[str, Any]]) -> None:
     """``results.csv``: fixed leading columns, then every other key sorted; floats at full precision."""
     keys = list(dict.fromkeys(k for r in rows for k in r))
     columns = [c for c in FIRST_COLUMNS if c in keys] + sorted(k for k in keys if k not in FIRST_COLUMNS)
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(columns)
-    for row in rows:
-        writer.writerow(["" if row.get(c) is None else repr(row[c]) if isinstance(row[c], float) else row[c]
-                         for c in columns])
-    atomic_write_bytes(path, buffer.getvalue().encode())
+    write_csv(path, rows, columns)
 
 
 def read_results(path: str | Path) -> list[dict[str, Any]]:

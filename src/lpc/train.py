@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import math
 import platform
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,6 +222,15 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
     pad_fill = _pad_fill(data, config)
     summary: dict[str, Any] = {}
     bar = _progress(range(start_epoch, config.optim.epochs), config, progress and where.is_main)
+
+    def checkpoint(done: int) -> None:
+        save_torch(writer / "checkpoint.pt", {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "gamma": gamma.state_dict(), "epoch": done,
+            "history": history, "wall_seconds": elapsed_before + time.perf_counter() - started,
+            "rng": {"torch": torch.get_rng_state()}})
+
+    interrupted = _DeferredInterrupt(enabled=where.world_size == 1)
     try:
         for epoch in bar:
             gamma_now = gamma.value if model.head.uses_compression else 0.0
@@ -249,19 +260,20 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
                     history.append(record)
                 if writer is not None:
                     write_jsonl(writer / "history.jsonl", history)
-                    save_torch(writer / "checkpoint.pt", {
-                        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "gamma": gamma.state_dict(), "epoch": done,
-                        "history": history, "wall_seconds": elapsed_before + time.perf_counter() - started,
-                        "rng": {"torch": torch.get_rng_state()}})
+                    checkpoint(done)
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{losses['loss_total']:.3g}", gamma=f"{gamma_now:.3g}",
                                     train=f"{record['train_accuracy']:.3f}", test=f"{record['test_accuracy']:.3f}")
+            if interrupted.requested:
+                if writer is not None and done not in evaluate_at:
+                    checkpoint(done)  # data order and dropout are functions of (seed, epoch): any epoch resumes exactly
+                raise KeyboardInterrupt
         summary = _final_summary(model, data, config, history, device) if where.is_main else {}
         summary["status"], summary["reason"] = "finished", None
     except Diverged as error:
         summary = {"status": "diverged", "reason": str(error), "epochs_completed": len(history)}
     finally:
+        interrupted.restore()
         if hasattr(bar, "close"):
             bar.close()
     summary = {**_identity(config, data, model, device), "precision": runtime.precision,
@@ -274,6 +286,26 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
                 _save_latents(writer / "latents.npz", model, data)
         write_json(writer / "summary.json", summary)
     return summary
+
+
+class _DeferredInterrupt:
+    """Turns the first Ctrl-C into a request honoured at the end of the epoch, after a checkpoint; a second
+    Ctrl-C interrupts at once. Only the main thread of a single-process run can install the handler."""
+
+    def __init__(self, enabled: bool):
+        self.requested, self._previous = False, None
+        if enabled and threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 def train_epoch(step_model: nn.Module, model: Classifier, data: Dataset, optimizer: torch.optim.Optimizer,

@@ -787,7 +787,6 @@ def robustness_summary(
     """
     idx = select_inputs(n, len(x), seed=seed)
     x = _prepare(model, x[idx], "robustness_summary")
-    x_norm = _flat_norm(x)
     df = deepfool(model, x, overshoot=overshoot, max_iter=max_iter, num_candidates=num_candidates)
     out = {
         "robustness_deepfool": float(df.relative_norm.mean()),
