@@ -287,3 +287,38 @@ def test_killed_study_resumes_to_the_same_results(tiny_study, capsys):
     assert epochs == list(range(2, 21, 2))
     assert (second / "run.log").read_text().count("lpc 0.1.0: ") == 2
     assert not (out / "study.lock").exists()
+
+
+def test_an_absurd_learning_rate_diverges_and_the_report_lists_it(tmp_path, tiny_npz):
+    config = tiny_config(**{"data.path": str(tiny_npz), "optim.epochs": 3, "gamma.init": 1e30, "gamma.max": 1e30})
+    config.save(tmp_path / "tiny.yaml")
+    out = tmp_path / "study"
+    code = main(["study", "--config", str(tmp_path / "tiny.yaml"), "--heads", "ib,no_pen", "--lrs", "1e30,0.01",
+                 "--seeds", "1", "--workers", "1", "--threads", "1", "--out", str(out), "--quiet"])
+    assert code == 0  # a diverged run is a result, not a failure of the study
+    rows = {(r["head"], r["lr"]): r for r in read_results(out / "results.csv")}
+    diverged = rows[("ib", 1e30)]
+    assert diverged["status"] == "diverged" and "epoch 1" in diverged["reason"] and not diverged["selected"]
+    assert rows[("ib", 0.01)]["selected"]
+    report = (out / "report.md").read_text()
+    assert "runs/ib/lr=1e+30/seed=0" in report and "diverged" in report
+
+
+@pytest.mark.slow
+def test_two_concurrent_studies_never_run_a_run_twice(tmp_path, tiny_npz):
+    config = tiny_config(**{"data.path": str(tiny_npz), "optim.epochs": 30})
+    config.save(tmp_path / "tiny.yaml")
+    out = tmp_path / "study"
+    command = [sys.executable, "-m", "lpc", "study", "--config", str(tmp_path / "tiny.yaml"), "--heads", "ib,no_pen",
+               "--lrs", "0.01", "--seeds", "1", "--workers", "1", "--threads", "1", "--out", str(out), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / "study.lock").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert first.wait(timeout=120) == 0, first.stderr.read()
+    assert second.returncode == 2 and "lock" in second.stderr.lower()
+    for head in ("ib", "no_pen"):  # each run was trained by exactly one process
+        log = (out / f"runs/{head}/lr=0.01/seed=0/run.log").read_text()
+        assert log.count("lpc 0.1.0: ") == 1
