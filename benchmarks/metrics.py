@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import time
 
 import numpy as np
@@ -24,23 +23,13 @@ import torch
 from scipy.spatial import cKDTree
 from sklearn.mixture import GaussianMixture
 
+from machine import machine_line
+
 from lpc.metrics import geometry
 
 K_NEIGHBOURS = 100      # Table 1 uses k = 100
 SUBSET_ROWS = 500       # cKDTree query rows timed at P = 512 (then extrapolated)
 SUBSET_DIMS = 64        # sklearn fits timed at P ≥ 512 (then extrapolated)
-
-
-def machine_line():
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return (f"machine: {cpu} | {os.cpu_count()} cores | torch threads {torch.get_num_threads()} | "
-            f"torch {torch.__version__} numpy {np.__version__} scipy {scipy.__version__} "
-            f"sklearn {sklearn.__version__} | Python {platform.python_version()}")
 
 
 _CPU = {"last": 0.0}
@@ -200,7 +189,7 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     N = 5_000 if args.quick else 50_000
-    print(machine_line())
+    print(machine_line(extra=f"numpy {np.__version__} scipy {scipy.__version__} sklearn {sklearn.__version__}"))
     print(load_line(), "(other processes share these cores; wall times include their contention)")
     print(f"N = {N}; times are wall-clock seconds of one call; ref/ours > 1 means ours is faster.")
     print("targets: kl_entropy N=50,000 P=512 < 60 s; binarity N=50,000 P=2,048 < 30 s\n")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import time
 
 import numpy as np
@@ -20,21 +19,10 @@ import torch
 from scipy.spatial.distance import mahalanobis
 from torch import nn
 
+from machine import machine_line
+
 from lpc.metrics.reliability import fit_class_gaussians, mahalanobis_distance
 from lpc.metrics.robustness import deepfool, robustness_summary
-
-
-def machine_line() -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or cpu
-    import os
-
-    return (f"machine: {cpu} | cores {os.cpu_count()} | torch threads {torch.get_num_threads()} | "
-            f"torch {torch.__version__} | python {platform.python_version()}")
 
 
 # --------------------------------------------------------------------------- models

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import time
 import warnings
@@ -42,22 +41,12 @@ import torch.nn.functional as F
 from lpc.config import apply_overrides, load_config
 from lpc.data import Dataset, from_arrays, load_data
 from lpc.losses import GammaSchedule, compression_loss
+from machine import machine_line
+
 from lpc.model import build_model
 from lpc.train import _pad_fill, make_optimizer, resolve_runtime, train_epoch, training_module
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-
-
-def machine_line(device: torch.device) -> str:
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor() or cpu
-    gpu = f" | GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
-    return (f"machine: {cpu} | cores {os.cpu_count()} | torch threads {torch.get_num_threads()}{gpu} | "
-            f"torch {torch.__version__} | python {platform.python_version()}")
 
 
 def sync(device: torch.device) -> None:
