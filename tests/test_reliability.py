@@ -1,6 +1,5 @@
 """Tests of lpc.metrics.reliability against sklearn, scipy and numpy references written here."""
 import math
-import warnings
 
 import numpy as np
 import pytest

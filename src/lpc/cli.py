@@ -103,7 +103,7 @@ def _add_study_parsers(commands) -> None:
     report.add_argument("dir", type=Path, help="a folder written by lpc study")
 
 
-def _resolve(args) -> "Config":
+def _resolve(args):
     from .config import ConfigError, apply_overrides, load_config, parse_override
 
     config = load_config(args.config)

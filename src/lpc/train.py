@@ -422,23 +422,22 @@ def final_metrics(model: Classifier, data: Dataset, config: Config) -> dict[str,
 
 
 def _reliability(model, data, config, outputs) -> dict[str, Any]:
-    from .metrics.reliability import misclassification_summary, ood_auroc_from_outputs, fit_class_gaussians
+    from .metrics.reliability import (collect_outputs, fit_class_gaussians, misclassification_summary,
+                                      ood_auroc_from_outputs)
 
     (logits_tr, z_tr), (logits_te, z_te) = outputs["train"], outputs["test"]
     values = misclassification_summary(z_tr, data.y_train, logits_tr, z_te, data.y_test, logits_te,
                                        temperature=config.eval.odin_temperature)
-    ood = ood_inputs(data, config.seed)
-    if ood is not None:
-        with torch.no_grad():
-            logits_ood, z_ood = model(ood)
-        correct = logits_tr.argmax(1) == data.y_train
-        fitted = fit_class_gaussians(z_tr[correct], data.y_train[correct])
-        values.update(ood_auroc_from_outputs(logits_te, z_te, logits_ood.float(), z_ood.float(), fitted,
-                                             temperature=config.eval.odin_temperature))
+    # batched: a whole CIFAR test set through a ResNet in one call would not fit in memory
+    logits_ood, z_ood = collect_outputs(model, ood_inputs(data, config.seed), batch_size=1024)
+    correct = logits_tr.argmax(1) == data.y_train
+    fitted = fit_class_gaussians(z_tr[correct], data.y_train[correct])
+    values.update(ood_auroc_from_outputs(logits_te, z_te, logits_ood.float(), z_ood.float(), fitted,
+                                         temperature=config.eval.odin_temperature))
     return values
 
 
-def ood_inputs(data: Dataset, seed: int) -> torch.Tensor | None:
+def ood_inputs(data: Dataset, seed: int) -> torch.Tensor:
     """A built-in out-of-distribution set that needs no download: the test images with their pixels
     shuffled by one fixed permutation (same pixel statistics, no digit structure). Normalised inputs."""
     x = data.normalize(data.x_test)

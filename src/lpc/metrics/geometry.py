@@ -65,6 +65,10 @@ def _check_z(z, name="z"):
         raise ValueError(f"{name} must be a 2-D (N, P) array with N, P >= 1; got shape {tuple(t.shape)}")
     if t.dtype == torch.bool or t.is_complex():
         raise ValueError(f"{name} must be real-valued; got dtype {t.dtype}")
+    return _finite_float(t, name)
+
+
+def _finite_float(t, name):
     if not t.is_floating_point():
         t = t.to(torch.float64)
     if not _all_finite(t):
@@ -93,11 +97,7 @@ def _check_matrix(a, name, shape_desc, rows, cols, device):
     ok = t.ndim == 2 and (rows is None or t.shape[0] == rows) and (cols is None or t.shape[1] == cols)
     if not ok:
         raise ValueError(f"{name} must have shape {shape_desc}; got {tuple(t.shape)}")
-    if not t.is_floating_point():
-        t = t.to(torch.float64)
-    if not _all_finite(t):
-        raise ValueError(f"{name} contains NaN or infinite values")
-    return t
+    return _finite_float(t, name)
 
 
 def _row_slices(n, width):
