@@ -1,4 +1,4 @@
-"""Benchmark of lpc.metrics.geometry at CIFAR scale against straightforward references.
+"""Benchmark of the latent-geometry metrics of lpc.metrics at CIFAR scale against straightforward references.
 
 Run ``python benchmarks/metrics.py`` (N = 50,000; takes several minutes) or
 ``python benchmarks/metrics.py --quick`` (N = 5,000, a smoke run).  For every
@@ -25,7 +25,8 @@ from sklearn.mixture import GaussianMixture
 
 from machine import machine_line
 
-from lpc.metrics import geometry
+from lpc import metrics
+from lpc.metrics import entropy
 
 K_NEIGHBOURS = 100      # Table 1 uses k = 100
 SUBSET_ROWS = 500       # cKDTree query rows timed at P = 512 (then extrapolated)
@@ -107,8 +108,8 @@ def bench_nc(rng, N, P, K):
     z, y = clustered_latents(rng, N, P, K)
 
     def ours():
-        w = geometry.within_class_covariance(z, y)
-        nc = geometry.neural_collapse(z, y)
+        w = metrics.within_class_covariance(z, y)
+        nc = metrics.neural_collapse(z, y)
         return {"sigma_w": w["class_mean_entries"], "sigma_w_trace": w["trace_per_dim"], **nc}
 
     got, t_ours = timed(ours)
@@ -121,18 +122,18 @@ def bench_nc(rng, N, P, K):
 def bench_entropy(rng, N, P, kind, metric="euclidean"):
     z, _ = (clustered_latents if kind == "clustered" else ib_latents)(rng, N, P, 10)
     captured = {}
-    search = geometry._knn_distances
+    search = entropy._knn_distances
 
     def spy(x, k, metric):
         captured["eps"] = search(x, k, metric)
         return captured["eps"]
 
-    geometry._knn_distances = spy     # capture the k-th distances of the timed call
+    entropy._knn_distances = spy     # capture the k-th distances of the timed call
     try:
-        h, t_ours = timed(geometry.kl_entropy, z, K_NEIGHBOURS, metric)
+        h, t_ours = timed(metrics.kl_entropy, z, K_NEIGHBOURS, metric)
         c_ours = _CPU["last"]
     finally:
-        geometry._knn_distances = search
+        entropy._knn_distances = search
     eps = captured["eps"].numpy()
     z64 = z.astype(np.float64)
     p = 2 if metric == "euclidean" else np.inf
@@ -143,7 +144,7 @@ def bench_entropy(rng, N, P, kind, metric="euclidean"):
     t_ref = t_build + t_query * N / len(rows)
     rel = np.max(np.abs(eps[rows] - ref) / np.maximum(ref, 1e-300))
     note = f"{kind} latents, {metric}"
-    if P <= geometry._TREE_MAX_DIM:
+    if P <= entropy._TREE_MAX_DIM:
         note += "; ours uses the same KD-tree at d <= 16"
     if len(rows) < N:
         note += f"; cKDTree timed on {len(rows)} query rows, extrapolated ×{N / len(rows):.0f}"
@@ -154,7 +155,7 @@ def bench_entropy(rng, N, P, kind, metric="euclidean"):
 def bench_binarity(rng, N, P, kind="ib"):
     z, _ = (ib_latents(rng, N, P, 10, radius=1.0, noise=0.05) if kind == "ib"
             else clustered_latents(rng, N, P, 10))
-    out, t_ours = timed(geometry.binarity, z)
+    out, t_ours = timed(metrics.binarity, z)
     c_ours = _CPU["last"]
     dims = np.arange(P) if P <= SUBSET_DIMS else np.linspace(0, P - 1, SUBSET_DIMS).astype(int)
     zs = z.astype(np.float64)
@@ -194,7 +195,7 @@ def main():
     print(f"N = {N}; times are wall-clock seconds of one call; ref/ours > 1 means ours is faster.")
     print("targets: kl_entropy N=50,000 P=512 < 60 s; binarity N=50,000 P=2,048 < 30 s\n")
     rng = np.random.default_rng(0)
-    geometry.geometry_summary(*clustered_latents(rng, 300, 20, 3), entropy_k=10)   # warm-up: lazy init
+    metrics.geometry_summary(*clustered_latents(rng, 300, 20, 3), entropy_k=10)   # warm-up: lazy init
     for P, K in ((8, 10), (512, 10), (2048, 100)):
         bench_nc(rng, N, P, K)
     bench_entropy(rng, N, 8, "clustered")

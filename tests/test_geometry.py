@@ -1,4 +1,5 @@
-"""Tests of lpc.metrics.geometry against analytic cases and small independent references."""
+"""Tests of the latent-geometry metrics (collapse, entropy, hypercube, geometry_summary) against analytic cases
+and small independent references."""
 import doctest
 import math
 import warnings
@@ -9,8 +10,8 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
 
-from lpc.metrics import geometry
-from lpc.metrics.geometry import (
+from lpc.metrics import collapse, entropy, geometry, hypercube
+from lpc.metrics import (
     binarity,
     geometry_summary,
     hypercube_code,
@@ -217,10 +218,10 @@ def test_massive_distance_ties_go_through_the_exhaustive_fallback(monkeypatch):
     d = 100
     z = 3.0 + np.concatenate([np.zeros((1, d)), np.eye(d), -np.eye(d)])
     calls = []
-    fallback = geometry._knn_fallback
-    monkeypatch.setattr(geometry, "_knn_fallback", lambda *a: calls.append(a[3].numel()) or fallback(*a))
+    fallback = entropy._knn_fallback
+    monkeypatch.setattr(entropy, "_knn_fallback", lambda *a: calls.append(a[3].numel()) or fallback(*a))
     for k in (1, 50, 150):
-        ours = geometry._knn_euclidean(torch.from_numpy(z), k).numpy()
+        ours = entropy._knn_euclidean(torch.from_numpy(z), k).numpy()
         np.testing.assert_allclose(ours, cKDTree(z).query(z, k + 1)[0][:, -1], rtol=1e-12)
     assert calls and max(calls) == len(z)
 
@@ -237,9 +238,9 @@ def test_neighbour_distances_are_exact(case):
     z64 = np.asarray(z, dtype=np.float64)
     for k in (1, 7, 100):
         ref = cKDTree(z64).query(z64, k + 1)[0][:, -1]
-        ours = geometry._knn_euclidean(torch.from_numpy(np.asarray(z)), k).numpy()
+        ours = entropy._knn_euclidean(torch.from_numpy(np.asarray(z)), k).numpy()
         np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=0)
-        cheb = geometry._knn_chebyshev(torch.from_numpy(np.asarray(z)), k).numpy()
+        cheb = entropy._knn_chebyshev(torch.from_numpy(np.asarray(z)), k).numpy()
         np.testing.assert_allclose(cheb, cKDTree(z64).query(z64, k + 1, p=np.inf)[0][:, -1], rtol=1e-12)
     assert kl_entropy(z, k=7) == pytest.approx(_kl_reference(z64, 7), rel=1e-10, abs=1e-9)
     if case == "tiny_scale_offset":
@@ -265,8 +266,8 @@ def test_kl_entropy_duplicates_are_floored_as_documented():
         kl_entropy(z, k=k, min_distance=0)
     # the all-pairs torch path (used for d > 16 or off-CPU) excludes self by index too
     t = torch.from_numpy(z)
-    assert torch.all(geometry._knn_euclidean(t, k) == 0)
-    assert torch.all(geometry._knn_chebyshev(t, k) == 0)
+    assert torch.all(entropy._knn_euclidean(t, k) == 0)
+    assert torch.all(entropy._knn_chebyshev(t, k) == 0)
     wide = np.repeat(rng.normal(size=(40, 20)), 30, axis=0)
     with pytest.warns(RuntimeWarning, match="floored"):
         h = kl_entropy(wide, k=k)
@@ -429,8 +430,9 @@ def test_inputs_are_validated_at_the_boundary(bad, match):
         neural_collapse(args["z"], args["y"], W=args["W"], logits=args["logits"])
 
 
-def test_docstring_examples_run():
+@pytest.mark.parametrize("module", [collapse, entropy, hypercube, geometry], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = doctest.testmod(geometry, optionflags=doctest.ELLIPSIS)
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0

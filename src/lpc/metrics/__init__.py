@@ -1,6 +1,12 @@
-"""Metrics of a classifier's latents and behaviour: pure functions of tensors (geometry, robustness, reliability)."""
-from .geometry import (binarity, geometry_summary, hypercube_code, kl_entropy, neural_collapse, norm_coeff_var,
-                       within_class_covariance)
+"""Metrics of a classifier's latents and behaviour, one module per family: pure functions of tensors.
+
+collapse (Σ_W, NC1–NC4, norm spread), entropy (Kozachenko–Leonenko), hypercube (binarity and codes),
+geometry (all of those in one summary), robustness, reliability.
+"""
+from .collapse import neural_collapse, norm_coeff_var, within_class_covariance
+from .entropy import kl_entropy
+from .geometry import geometry_summary
+from .hypercube import binarity, hypercube_code
 from .reliability import (auroc, fit_class_gaussians, mahalanobis_distance, misclassification_summary, msp_score,
                           odin_score, ood_auroc, ood_auroc_from_outputs)
 from .robustness import (bisection_radius, deepfool, lipschitz_estimate, pgd_l2_radius, robustness_summary,
