@@ -19,6 +19,7 @@ from lpc.metrics import (
     neural_collapse,
     norm_coeff_var,
     within_class_covariance,
+    within_class_variance_share,
 )
 
 
@@ -68,6 +69,53 @@ def test_sigma_w_matches_per_class_numpy_loop():
     assert out["class_mean_entries"] == pytest.approx(np.mean(np.mean(covs, axis=0)), rel=1e-10)
     # unbalanced classes: the two scalars are genuinely different numbers
     assert abs(out["class_mean_entries"] - out["trace_per_dim"]) > 1e-3
+
+
+def _share_reference(z, y):
+    """Tr(Σ_W)/Tr(Σ_T) straight from the definitions: residual sums of squares about class and global means."""
+    within = sum(((z[y == k] - z[y == k].mean(0)) ** 2).sum() for k in np.unique(y))
+    return within / ((z - z.mean(0)) ** 2).sum()
+
+
+def test_within_class_variance_share_analytic_cases():
+    rng = _rng(30)
+    y = rng.integers(0, 5, 300)
+    assert within_class_variance_share(rng.normal(size=(5, 7))[y], y) == 0.0        # every class one point
+    # two classes at ±a, each split ±s: within variance s², total a² + s²
+    a, s = 3.0, 0.5
+    pair = np.array([[-a - s], [-a + s], [a - s], [a + s]])
+    assert within_class_variance_share(pair, np.array([0, 0, 1, 1])) == pytest.approx(s**2 / (a**2 + s**2), rel=1e-14)
+    # every class symmetric about the global mean: all class means coincide, nothing lies between classes
+    half, labels = rng.normal(size=(60, 4)), rng.integers(0, 3, 60)
+    sym = np.concatenate([half, -half]) + 2.0
+    assert within_class_variance_share(sym, np.concatenate([labels, labels])) == pytest.approx(1.0, rel=1e-12)
+    assert math.isnan(within_class_variance_share(np.ones((6, 2)), np.array([0, 0, 0, 1, 1, 1])))
+
+
+def test_within_class_variance_share_matches_reference_and_ignores_scale_shift_rotation():
+    rng = _rng(31)
+    z, y = _clustered(rng)
+    ref = _share_reference(z, y)
+    share = within_class_variance_share(z, y)
+    assert share == pytest.approx(ref, rel=1e-12)
+    # the variance decomposition: 1 − Tr(Σ_B)/Tr(Σ_T) with classes weighted by their size
+    between = sum((y == k).sum() * np.sum((z[y == k].mean(0) - z.mean(0)) ** 2) for k in np.unique(y))
+    assert share == pytest.approx(1 - between / ((z - z.mean(0)) ** 2).sum(), rel=1e-12)
+    shift = rng.normal(size=z.shape[1])
+    for c in (1e-3, 1e3, -2.5):
+        assert within_class_variance_share(c * z + shift, y) == pytest.approx(ref, rel=1e-10), c
+    assert within_class_variance_share(z @ _rotation(rng, z.shape[1]), y) == pytest.approx(ref, rel=1e-10)
+    assert within_class_variance_share(torch.from_numpy(z).float(), torch.from_numpy(y)) == pytest.approx(ref, rel=1e-5)
+
+
+def test_within_class_variance_share_of_random_labels():
+    # labels independent of z: over random permutations of fixed class sizes,
+    # E[between sum of squares] = (K−1)/(N−1) · total, so E[share] = (N−K)/(N−1) exactly
+    rng = _rng(32)
+    N, K = 40, 4
+    z, y = rng.normal(size=(N, 3)), np.repeat(np.arange(K), N // K)
+    shares = [within_class_variance_share(z, rng.permutation(y)) for _ in range(400)]
+    assert np.mean(shares) == pytest.approx((N - K) / (N - 1), abs=0.01)
 
 
 # --------------------------------------------------------------------------- neural collapse
@@ -275,6 +323,32 @@ def test_kl_entropy_duplicates_are_floored_as_documented():
                               + 20 * math.log(1e-10), rel=1e-12)
 
 
+@pytest.mark.parametrize("d", [3, 20])      # scipy's KD-tree and the all-pairs torch search
+def test_kl_entropy_scale_free_is_the_entropy_of_z_over_its_rms(d):
+    rng = _rng(33)
+    z = rng.normal(size=(800, d)) * rng.uniform(0.5, 2.0, d) + 4.0
+    rms = np.sqrt(np.mean((z - z.mean(0)) ** 2))                     # about the mean of all samples
+    h = kl_entropy(z, k=7, scale_free=True)
+    assert h == pytest.approx(_kl_reference(z, 7) - d * math.log(rms), rel=1e-10)
+    assert h == pytest.approx(_kl_reference(z / rms, 7), rel=1e-10)
+    for c in (1e-3, 1e3):
+        assert kl_entropy(c * z, k=7, scale_free=True) == pytest.approx(h, rel=1e-12), c
+        assert kl_entropy(c * z, k=7) == pytest.approx(kl_entropy(z, k=7) + d * math.log(c), rel=1e-10), c
+    assert kl_entropy(z + 100.0, k=7, scale_free=True) == pytest.approx(h, rel=1e-10)
+
+
+def test_kl_entropy_scale_free_floor_is_relative():
+    rng = _rng(34)
+    dup = np.repeat(rng.normal(size=(40, 5)), 30, axis=0)              # collapsed: every distance floored
+    with pytest.warns(RuntimeWarning, match="rms"):
+        values = [kl_entropy(c * dup, k=10, scale_free=True) for c in (1.0, 1e-3, 1e3)]
+    assert values == pytest.approx([values[0]] * 3, rel=1e-12)
+    N, d, k = len(dup), 5, 10
+    assert values[0] == pytest.approx(digamma(N) - digamma(k) + 0.5 * d * math.log(math.pi) - gammaln(1 + 0.5 * d)
+                                      + d * math.log(1e-10), rel=1e-12)
+    assert math.isnan(kl_entropy(np.ones((20, 3)), k=5, scale_free=True))
+
+
 def test_kl_entropy_high_dimension_does_not_overflow():
     z = _rng(14).normal(size=(400, 400))
     h = kl_entropy(z, k=5)
@@ -377,33 +451,52 @@ def test_hypercube_code_shared_vertex_decodes_to_lowest_label():
 # --------------------------------------------------------------------------- summary and boundary
 
 SUMMARY_KEYS = {
-    "sigma_w", "sigma_w_trace", "nc1", "nc1_per_dim", "equinorm", "equiangularity", "max_angle",
-    "norm_coeff_var", "entropy", "binarity_loglik", "binarity_sigma", "binarity_peak_distance",
+    "sigma_w", "sigma_w_trace", "sigma_w_rel", "nc1", "nc1_per_dim", "equinorm", "equiangularity", "max_angle",
+    "norm_coeff_var", "entropy", "entropy_rel", "binarity_loglik", "binarity_sigma", "binarity_peak_distance",
     "code_vertices", "code_decode_accuracy",
 }
 
 
-def test_geometry_summary_keys_and_values():
-    rng = _rng(21)
-    K, P = 5, 6
-    y = np.repeat(np.arange(K), 60)
-    z = np.sign(rng.normal(size=(K, P)))[y] + 0.05 * rng.normal(size=(len(y), P))
+def _vertex_classes(rng, K, P, n_per, noise):
+    """K classes around random hypercube vertices, a random classifier W and its logits."""
+    y = np.repeat(np.arange(K), n_per)
+    z = np.sign(rng.normal(size=(K, P)))[y] + noise * rng.normal(size=(len(y), P))
     W = rng.normal(size=(K, P))
-    logits = z @ W.T
+    return z, y, W, z @ W.T
+
+
+def test_geometry_summary_keys_and_values():
+    z, y, W, logits = _vertex_classes(_rng(21), K=5, P=6, n_per=60, noise=0.05)
     full = geometry_summary(z, y, logits=logits, W=W, entropy_k=20)
     assert set(full) == SUMMARY_KEYS | {"nc3", "nc4"}
     for key, val in full.items():
         assert type(val) in (float, int), key
         assert math.isfinite(val), key
     assert full["sigma_w"] == pytest.approx(within_class_covariance(z, y)["class_mean_entries"], rel=1e-12)
+    assert full["sigma_w_rel"] == pytest.approx(within_class_variance_share(z, y), rel=1e-12)
+    assert full["entropy_rel"] == pytest.approx(kl_entropy(z, k=20, scale_free=True), rel=1e-12)
     nc = neural_collapse(z, y, W=W, logits=logits)
     assert all(full[k] == pytest.approx(v, rel=1e-12) for k, v in nc.items())
     bare = geometry_summary(z, y, entropy=False, binarity=False, code=False)
-    assert set(bare) == SUMMARY_KEYS - {"entropy", "binarity_loglik", "binarity_sigma",
+    assert set(bare) == SUMMARY_KEYS - {"entropy", "entropy_rel", "binarity_loglik", "binarity_sigma",
                                         "binarity_peak_distance", "code_vertices", "code_decode_accuracy"}
     few = slice(None, None, 25)                              # 12 samples, all classes
     small = geometry_summary(z[few], y[few], entropy_k=100, binarity=False, code=False)   # k → N − 1
     assert small["entropy"] == pytest.approx(kl_entropy(z[few], k=11), rel=1e-12)
+    assert small["entropy_rel"] == pytest.approx(kl_entropy(z[few], k=11, scale_free=True), rel=1e-12)
+
+
+def test_summary_keys_other_than_the_absolute_three_ignore_the_latent_scale():
+    P = 6
+    z, y, W, logits = _vertex_classes(_rng(35), K=4, P=P, n_per=40, noise=0.2)
+    base = geometry_summary(z, y, logits=logits, W=W, entropy_k=10)
+    for c in (1e-3, 1e3):
+        scaled = geometry_summary(c * z, y, logits=logits, W=W, entropy_k=10)
+        assert scaled["sigma_w"] == pytest.approx(c**2 * base["sigma_w"], rel=1e-9)
+        assert scaled["sigma_w_trace"] == pytest.approx(c**2 * base["sigma_w_trace"], rel=1e-9)
+        assert scaled["entropy"] == pytest.approx(base["entropy"] + P * math.log(c), rel=1e-9)
+        for key in set(base) - {"sigma_w", "sigma_w_trace", "entropy"}:
+            assert scaled[key] == pytest.approx(base[key], rel=1e-6, abs=1e-12), (key, c)
 
 
 def test_torch_and_numpy_inputs_agree():

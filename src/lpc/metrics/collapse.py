@@ -14,7 +14,7 @@ import torch
 
 from ._base import _Classes, _check_labels, _check_matrix, _check_z, _row_slices
 
-__all__ = ["within_class_covariance", "neural_collapse", "norm_coeff_var"]
+__all__ = ["within_class_covariance", "within_class_variance_share", "neural_collapse", "norm_coeff_var"]
 
 
 # --------------------------------------------------------------------------- Σ_W
@@ -102,6 +102,64 @@ def within_class_covariance(z, y):
         "trace_per_dim": float(sq / (cls.N * cls.P)),
         "class_mean_entries": _authors_sigma_w(cls, rowsum_sq),
     }
+
+
+def _within_share(cls, within_sq):
+    # N·Tr(Σ_T) = Σ‖r_i‖² + Σ_k N_k‖μ_k − μ_G‖² (exact for the exact class means); summing the two
+    # non-negative parts rather than a third pass keeps the share in [0, 1] and a collapsed layer at 0 exactly
+    between_sq = (cls.counts * (cls.means - cls.global_mean).square().sum(1)).sum()
+    total_sq = within_sq + between_sq
+    return float(within_sq / total_sq) if total_sq > 0 else float("nan")
+
+
+def within_class_variance_share(z, y):
+    r"""Share of the latent variance that lies within classes: a scale-free Σ_W (``sigma_w_rel`` in summaries).
+
+    .. math::
+
+        \frac{\mathrm{Tr}(\Sigma_W)}{\mathrm{Tr}(\Sigma_T)}
+        = 1 - \frac{\mathrm{Tr}(\Sigma_B^{(N)})}{\mathrm{Tr}(\Sigma_T)},\qquad
+        \Sigma_T = \frac1N\sum_i (z_i-\mu_G)(z_i-\mu_G)^\top,\quad
+        \Sigma_B^{(N)} = \frac1N\sum_k N_k(\mu_k-\mu_G)(\mu_k-\mu_G)^\top ,
+
+    with :math:`\Sigma_W` of Eq. 7 (normalised by N, as in
+    :func:`within_class_covariance`), :math:`\mu_G` the mean of all samples and
+    :math:`\Sigma_T = \Sigma_W + \Sigma_B^{(N)}` the total covariance.  The
+    between-class part here weights each class by its size (the variance
+    decomposition), unlike the equal-weight :math:`\Sigma_B` of
+    :func:`neural_collapse`.  It is :math:`1 - \eta^2`, the fraction of variance
+    the class means leave unexplained.
+
+    Where the paper's Σ_W (Table 1) changes by :math:`c^2` when a network
+    rescales its latents z → c·z, this share does not; nor does it change under
+    z → z + b or a rotation.  0 when every class is a single point, 1 when all
+    class means coincide; for labels drawn at random (a random permutation of
+    fixed class sizes) its expectation is exactly :math:`(N-K)/(N-1)`.  The
+    denominator is computed as the sum of the two non-negative parts, so the
+    value always lies in [0, 1].  NaN if all rows of z are equal (0/0).
+
+    Parameters
+    ----------
+    z : array-like of shape (N, P)
+    y : array-like of shape (N,)
+        Integer class labels.
+
+    Returns
+    -------
+    float
+        In [0, 1]; lower is more collapsed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> z = np.array([[0.0, -1.0], [0.0, 1.0], [4.0, -1.0], [4.0, 1.0]])
+    >>> within_class_variance_share(z, np.array([0, 0, 1, 1]))        # within 1, between 4 per sample
+    0.2
+    """
+    z = _check_z(z)
+    y = _check_labels(y, z.shape[0], z.device)
+    cls = _Classes(z, y)
+    return _within_share(cls, _within_pass(z, cls)[0])
 
 
 # --------------------------------------------------------------------------- neural collapse

@@ -17,7 +17,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.special import digamma
 
-from ._base import _BLOCK, _check_z, _row_slices
+from ._base import _BLOCK, _Classes, _check_z, _row_slices
 
 __all__ = ["kl_entropy"]
 
@@ -295,15 +295,29 @@ def _check_k(k, name):
     return int(k)
 
 
-def _kl_entropy(z, k, metric, min_distance):
-    N, d = z.shape
-    eps = _knn_distances(z, k, metric)
+def _rms(z):
+    """rms(z) = √(Tr(Σ_T)/P): root-mean-square deviation of z's entries from the mean of all samples, float64."""
+    # one group of all rows: _Classes gives its mean with the corrective second pass
+    whole = _Classes(z, torch.zeros(z.shape[0], dtype=torch.long, device=z.device))
+    sq = sum(float((z[sl].to(torch.float64) - whole.means[0]).square_().sum()) for sl in _row_slices(*z.shape))
+    return math.sqrt(sq / z.numel())
+
+
+def _kl_from_distances(eps, d, k, metric, min_distance, scale=None):
+    """The estimate from the k-th neighbour distances ``eps`` of z, or of z / ``scale`` when a scale is given.
+
+    ``min_distance`` is in the units of what is estimated (z / scale with a scale).
+    """
+    N = eps.numel()
+    what = "kl_entropy" if scale is None else "kl_entropy of z / rms(z)"
+    if scale is not None:
+        eps = eps / scale
     n_small = int((eps < min_distance).sum()) if min_distance > 0 else int((eps == 0).sum())
     if n_small and min_distance == 0:
         raise ValueError(f"{n_small} of {N} samples have k-th neighbour distance 0 (duplicates); "
                          "the estimate is -inf — pass min_distance > 0 to floor it")
     if n_small:
-        warnings.warn(f"kl_entropy: {n_small} of {N} k-th neighbour distances are below "
+        warnings.warn(f"{what}: {n_small} of {N} k-th neighbour distances are below "
                       f"min_distance={min_distance:g} and were floored; the estimate reflects the floor",
                       RuntimeWarning, stacklevel=3)
     log_eps = eps.clamp(min=min_distance).log() if min_distance > 0 else eps.log()
@@ -314,7 +328,7 @@ def _kl_entropy(z, k, metric, min_distance):
     return float(digamma(N) - digamma(k) + log_vd + d * float(log_eps.mean()))
 
 
-def kl_entropy(z, k=100, metric="euclidean", *, min_distance=1e-10):
+def kl_entropy(z, k=100, metric="euclidean", *, min_distance=1e-10, scale_free=False):
     r"""Kozachenko–Leonenko k-nearest-neighbour estimate of the differential entropy, in nats (Table 1).
 
     .. math::
@@ -363,8 +377,30 @@ def kl_entropy(z, k=100, metric="euclidean", *, min_distance=1e-10):
         Neighbour order (Table 1 uses 100).  Needs N > k.
     metric : {"euclidean", "chebyshev"}, default "euclidean"
     min_distance : float, default 1e-10
-        Absolute floor on :math:`\varepsilon_i`, in the units of ``z``.  With 0 a
-        zero distance raises ``ValueError`` instead of returning −inf.
+        Absolute floor on :math:`\varepsilon_i`, in the units of ``z`` (of
+        ``z / rms(z)`` when ``scale_free``).  With 0 a zero distance raises
+        ``ValueError`` instead of returning −inf.
+    scale_free : bool, default False
+        Estimate the entropy of :math:`z/\mathrm{rms}(z)` instead of z (the
+        ``entropy_rel`` of :func:`~lpc.metrics.geometry_summary`):
+
+        .. math::
+
+            \hat H_{\mathrm{rel}} = \hat H(z) - d\log\mathrm{rms}(z),\qquad
+            \mathrm{rms}(z) = \sqrt{\frac{1}{Nd}\sum_i \|z_i - \bar z\|^2}
+                          = \sqrt{\mathrm{Tr}(\Sigma_T)/d},
+
+        :math:`\bar z` the mean of all samples.  The absolute estimate moves by
+        :math:`d\log c` when z becomes c·z, so at d = 2,048 a network that merely
+        shrinks its latents reads as thousands of nats "more compressed"; this one
+        is unchanged by z → c·z (c ≠ 0), and, the rms being taken about the mean
+        rather than the origin, by z → z + b too: a latent that drifts away from 0
+        keeps its value.  It is at most about :math:`\tfrac d2\log(2\pi e)` (the
+        Gaussian with the same total variance has the largest entropy) and falls
+        without bound as the classes shrink relative to the distances between
+        them.  The floor applies to :math:`\varepsilon_i/\mathrm{rms}(z)`, so the
+        invariance is exact even where it binds.  NaN if every row of z is the
+        same (rms = 0).
 
     Returns
     -------
@@ -377,6 +413,8 @@ def kl_entropy(z, k=100, metric="euclidean", *, min_distance=1e-10):
     >>> z = np.random.default_rng(0).uniform(size=(2000, 1))   # H = log 1 = 0
     >>> abs(kl_entropy(z, k=10)) < 0.05
     True
+    >>> abs(kl_entropy(1e-3 * z, k=10, scale_free=True) - kl_entropy(z, k=10, scale_free=True)) < 1e-9
+    True
     """
     z = _check_z(z)
     N, d = z.shape
@@ -387,5 +425,8 @@ def kl_entropy(z, k=100, metric="euclidean", *, min_distance=1e-10):
         raise ValueError(f"metric must be 'euclidean' or 'chebyshev'; got {metric!r}")
     if not (min_distance >= 0 and math.isfinite(min_distance)):
         raise ValueError(f"min_distance must be a finite number >= 0; got {min_distance!r}")
-    return _kl_entropy(z, k, metric, float(min_distance))
+    scale = _rms(z) if scale_free else None
+    if scale == 0.0:
+        return float("nan")         # z / rms(z) is undefined
+    return _kl_from_distances(_knn_distances(z, k, metric), d, k, metric, float(min_distance), scale)
 
