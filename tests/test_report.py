@@ -1,4 +1,5 @@
-"""lpc report on synthetic studies: tables against numpy, Welch's test against its formula, figures, HTML."""
+"""lpc report on synthetic studies: tables against numpy, Welch's test against its formula and scipy, the claims
+table and its verdict rule, rounding, figures, HTML."""
 import base64
 import csv
 import json
@@ -11,21 +12,24 @@ import pytest
 from scipy import stats
 
 from lpc.cli import main
-from lpc.report import build_report
+from lpc.report import MISSING, build_report, claim_verdict, format_mean_std
 from lpc.study import RunSpec, collect_results, write_results
 
 HEADS = ["ib", "no_pen", "lin_pen"]
-EPOCHS = [5, 10, 15, 20]
+EPOCHS = [2, 4, 6, 8, 10, 12, 14, 16, 18, 20]  # ≥ 8 evaluations per run, as the embedded default
+DROP = ("ib", 0.002, 1)  # the run whose training accuracy collapsed while γ rose (never selected: lr 0.002)
 PNG = b"\x89PNG\r\n\x1a\n"
 GEOMETRY = ["binarity_loglik_train", "binarity_sigma_train", "binarity_peak_distance_train", "nc1_per_dim_train",
             "equinorm_train", "equiangularity_train", "max_angle_train"]
 
 
-def synthetic_study(root: Path, *, files: bool = True) -> dict:
+def synthetic_study(root: Path, *, files: bool = True, new_keys: bool = True) -> dict:
     """3 heads × 2 lrs × 3 seeds of fake run folders. lr 0.001 always wins on validation while lr 0.002 has
     the better test accuracy; lin_pen diverges at both lrs for seeds 1 and 2 (so n = 1). With ``files``, the
-    runs also have history.jsonl (accuracy and geometry curves) and ib runs latents.npz. Returns the planted
-    values of the runs that must be selected, per head and metric."""
+    runs also have history.jsonl (accuracy and geometry curves, and γ diagnostics for ib) and latents.npz
+    (ib: 4 nodes on a hypercube; lin_pen 4 nodes, no_pen 20 backbone features). ``new_keys=False`` leaves out
+    what older lpc versions did not write (scale-free collapse, γ diagnostics, accuracy drops). Returns the
+    planted values of the runs that must be selected, per head and metric."""
     rng = np.random.default_rng(1)
     planted: dict = {h: {} for h in HEADS}
     for head in HEADS:
@@ -42,10 +46,20 @@ def synthetic_study(root: Path, *, files: bool = True) -> dict:
                                "test_accuracy": 0.85 + offset + 0.01 * rng.normal() + (0.05 if lr == 0.002 else 0),
                                "sigma_w_train": 10 ** rng.uniform(-13, -11) if "ib" in head else rng.uniform(0.1, 1),
                                "norm_coeff_var_train": rng.uniform(0.01, 0.2), "entropy_train": rng.normal(-80, 2),
-                               "robustness_deepfool": rng.uniform(0.5, 0.8) if head == "ib" else rng.uniform(0.01, 0.02),
+                               "robustness_deepfool": rng.uniform(0.6, 0.8) if head == "ib" else rng.uniform(0.01, 0.015),
                                "robustness_pgd_l2": rng.uniform(0.1, 0.5), "robustness_bisection": rng.uniform(0.1, 0.5),
                                "deepfool_flip_rate": 1.0, "auroc_mahalanobis": rng.uniform(0.8, 0.9),
-                               "auroc_odin": rng.uniform(0.7, 0.9)}
+                               "auroc_odin": rng.uniform(0.7, 0.9), "num_classes": 3,
+                               "nc1_train": rng.uniform(0.001, 0.01) if head == "ib" else rng.uniform(0.5, 1.0),
+                               "code_vertices_train": 3 if head == "ib" else 2,
+                               "code_decode_accuracy_train": rng.uniform(0.995, 1.0) if head == "ib"
+                               else rng.uniform(0.6, 0.7)}
+                    if new_keys:
+                        drop = (head, lr, seed) == DROP
+                        summary.update({"sigma_w_rel_train": rng.uniform(1e-4, 1e-3) if head == "ib"
+                                        else rng.uniform(0.2, 0.4), "entropy_rel_train": rng.normal(-3, 0.1),
+                                        "accuracy_drop_epoch": 14 if drop else None,
+                                        "accuracy_drop_gamma": 123.4 if drop else None})
                     if lr == 0.001:
                         for key, value in summary.items():
                             planted[head].setdefault(key, []).append(value)
@@ -55,13 +69,20 @@ def synthetic_study(root: Path, *, files: bool = True) -> dict:
                 if files and summary["status"] == "finished":
                     history = [{"epoch": e, "train_accuracy": min(1.0, 0.5 + e / 20), "test_accuracy": 0.4 + e / 50,
                                 **{k: float(rng.uniform(0.1, 1.0)) for k in GEOMETRY}} for e in EPOCHS]
+                    if head == "ib" and new_keys:
+                        for record in history:
+                            gamma, scale = 0.01 * 1.35 ** record["epoch"], 1.0 + 0.1 * record["epoch"]
+                            record.update({"gamma": gamma, "classifier_scale": scale, "pressure": gamma / scale ** 2,
+                                           "true_class_prob": min(0.99, 0.5 + record["epoch"] / 40)})
                     (folder / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+                    y = np.repeat(np.arange(3), 30)
                     if head == "ib":
-                        y = np.repeat(np.arange(3), 30)
                         codes = np.array([[1, 1, -1, 1], [-1, 1, 1, 1], [1, -1, -1, -1]], dtype=np.float32)
                         z = codes[y] + 0.01 * rng.normal(size=(len(y), 4)).astype(np.float32)
-                        np.savez(folder / "latents.npz", z_train=z, y_train=y, z_test=z, y_test=y,
-                                 pred_train=y, pred_test=y)
+                    else:
+                        z = rng.normal(size=(len(y), 4 if head == "lin_pen" else 20)).astype(np.float32) + y[:, None]
+                    np.savez(folder / "latents.npz", z_train=z, y_train=y, z_test=z, y_test=y,
+                             pred_train=y, pred_test=y)
     write_results(root / "results.csv", collect_results(root))
     return planted
 
@@ -69,6 +90,16 @@ def synthetic_study(root: Path, *, files: bool = True) -> dict:
 def read_csv(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
+
+
+def edit_results(root):
+    """Yields each row of results.csv for the loop to change; writes them back when the loop ends."""
+    rows = read_csv(root / "results.csv")
+    yield from rows
+    with open(root / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
 
 
 class TagChecker(HTMLParser):
@@ -123,11 +154,16 @@ def test_tables_are_the_mean_and_sample_std_of_the_validation_selected_runs(stud
             else:
                 assert table[head][f"{key}_std"] in ("", "nan")
     md = (root / "table1.md").read_text()
-    assert "| head | n | Σ_W | coeff. of var. | entropy |" in md and "training-set" in md
-    assert re.search(r"\| ib \| 3 \| \d\.\d+e-1[123] ± \d\.\d+e-1[1-4] \|", md)
+    assert ("| head | n | Σ_W | coeff. of var. | entropy | Σ_W / Σ_T (scale-free) | entropy of z / rms(z) "
+            "(scale-free) |") in md and "training-set" in md
+    assert re.search(r"\| ib \| 3 \| \(\d\.\d+ ± \d\.\d+\)e-1[123] \|", md)  # tiny: one shared power of ten
+    rel = np.array(planted["ib"]["sigma_w_rel_train"])
+    assert float(table1["ib"]["sigma_w_rel_train_mean"]) == pytest.approx(rel.mean(), rel=1e-12)
+    assert format_mean_std(rel.mean(), rel.std(ddof=1)) in md
     md2 = (root / "table2.md").read_text()
     ib_accuracy = np.array(planted["ib"]["test_accuracy"]) * 100
-    assert f"{ib_accuracy.mean():.4g} ± {ib_accuracy.std(ddof=1):.4g}" in md2
+    assert f"| ib | 3 | " in md2 and format_mean_std(ib_accuracy.mean(), ib_accuracy.std(ddof=1)) in md2
+    assert "| lin_pen | 1 | " in md2 and "| 1 ± 0 |" in md2  # one seed: no std; zero std: ± 0
 
 
 def test_welch_t_test_against_no_pen(study):
@@ -152,11 +188,12 @@ def test_report_html_is_self_contained_with_png_figures(study):
     checker.feed(page)
     assert page.startswith("<!DOCTYPE html>") and not checker.errors and checker.stack == []
     assert '<img src="data:image/png;base64,' in page
-    assert len(checker.images) == 4  # latent histograms, binarity, neural collapse, accuracy
+    assert len(checker.images) == 5  # latent histograms, binarity, neural collapse, accuracy, γ
     for src in checker.images:
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1]).startswith(PNG)
-    for name in ("fig1_latent_histograms.png", "fig2_binarity.png", "fig3_neural_collapse.png", "fig4_accuracy.png"):
+    for name in ("fig1_latent_histograms.png", "fig2_binarity.png", "fig3_neural_collapse.png", "fig4_accuracy.png",
+                 "fig5_gamma_pressure.png"):
         assert (root / "figures" / name).read_bytes().startswith(PNG) and files[name] == root / "figures" / name
     assert "<table>" in page and "<td>ib</td>" in page and "src=\"figures/" not in page
     md = (root / "report.md").read_text()
@@ -170,21 +207,22 @@ def test_report_html_is_self_contained_with_png_figures(study):
 
 
 def test_missing_data_skips_figures_with_a_note(tmp_path):
-    synthetic_study(tmp_path, files=False)
-    rows = list(csv.DictReader(open(tmp_path / "results.csv")))
-    for row in rows:  # as if eval.geometry and eval.robustness were switched off
+    synthetic_study(tmp_path, files=False, new_keys=False)  # also as an older lpc: no scale-free keys, no drops
+    for row in edit_results(tmp_path):  # as if eval.geometry and eval.robustness were switched off
         for key in ("sigma_w_train", "norm_coeff_var_train", "entropy_train", "robustness_deepfool"):
             row.pop(key)
-    with open(tmp_path / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
     build_report(tmp_path)
     md = (tmp_path / "report.md").read_text()
     assert "Figure 1 (latent histograms) skipped" in md and "Figure 2 (binarity) skipped" in md
     assert "Figure 3 (neural collapse) skipped" in md and "Accuracy curves skipped" in md
-    assert "Table 1: no values for `sigma_w_train`, `norm_coeff_var_train`, `entropy_train`" in md
-    assert "| ib | 3 | – | – | – |" in (tmp_path / "table1.md").read_text()
+    assert ("Table 1: no values for `sigma_w_train`, `norm_coeff_var_train`, `entropy_train`, "
+            "`sigma_w_rel_train`, `entropy_rel_train`") in md
+    assert f"| ib | 3 | {' | '.join([MISSING] * 5)} |" in (tmp_path / "table1.md").read_text()
+    assert "Not recorded: these runs were trained by an lpc without this check." in md
+    claims = md[md.index("## Claims of the paper"):md.index("## Study")]  # rows stay, without values or verdict
+    assert (f"| ib vs no_pen | Σ_W / Σ_T (train, scale-free) | {MISSING} | ≤ ×0.1 (Table 1: Σ_W 1e-12–1e-10 vs "
+            f"0.007–0.03, not scale-free) | {MISSING} | 0 / 0 | {MISSING} |") in claims
+    assert "| ib vs no_pen | NC1 (train) | ×" in claims
     assert "data:image/png" not in (tmp_path / "report.html").read_text()
     assert not list((tmp_path / "figures").glob("*.png"))
 
@@ -200,3 +238,129 @@ def test_lpc_report_rebuilds_from_results(study, tmp_path_factory, capsys):
     empty = tmp_path_factory.mktemp("empty")
     assert main(["report", str(empty)]) == 2
     assert "results.csv: not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mean, std, text", [
+    (0.1747, 0.002415, "0.1747 ± 0.0024"),  # the std's two significant digits set the mean's last decimal
+    (97.3712, 0.4312, "97.37 ± 0.43"),
+    (0.5, 0.0996, "0.50 ± 0.10"),  # 0.0996 rounds up to a new decade: still two digits, not 0.100
+    (3562.544, 272.49, "3560 ± 270"),  # digits left of the point
+    (3.176e-12, 9.552e-13, "(3.18 ± 0.96)e-12"),  # tiny: one shared power of ten
+    (6.599e-11, 1.276e-10, "(0.7 ± 1.3)e-10"),  # the larger of the two sets the power
+    (2.5e6, 1.2e5, "(2.50 ± 0.12)e+06"),
+    (-0.0001, 0.02, "0.000 ± 0.020"),  # no "-0.000"
+    (2.0, 0.0, "2 ± 0"),
+    (0.123456, float("nan"), "0.1235"),  # one seed: 4 significant digits, no std
+    (float("nan"), 0.1, MISSING),
+])
+def test_mean_std_is_rounded_to_two_significant_digits_of_the_std(mean, std, text):
+    assert format_mean_std(mean, std) == text
+
+
+@pytest.mark.parametrize("effects, effect, direction, size, p, verdict", [
+    ([40.0, 50.0, 60.0], "ratio", +1, 29.0, 0.001, "held"),
+    ([40.0, 50.0, 60.0], "ratio", +1, 29.0, 0.2, "mixed"),  # big enough, but not significant
+    ([3.0, 4.0, 5.0], "ratio", +1, 29.0, 0.001, "mixed"),  # significant, but short of the paper's size
+    ([0.5, 0.8], "ratio", +1, 29.0, 0.001, "not held"),  # the other way
+    ([1e-3, 2e-3], "ratio", -1, 0.1, 0.01, "held"),
+    ([1e-3, 2e-3], "ratio", -1, 0.1, None, "mixed"),  # no test possible (n < 2 on one side)
+    ([0.3, 0.5], "ratio", -1, 0.1, 0.01, "mixed"),
+    ([0.4, 0.6], "points", +1, None, 0.03, "held"),
+    ([-0.4, -0.6], "points", +1, None, 0.03, "not held"),
+    ([0.0, 0.0], "difference", +1, None, None, "not held"),  # no effect at all
+    ([10, 10, 10], "value", +1, 10.0, None, "held"),  # C2: every seed reaches the paper's value
+    ([10, 9, 10], "value", +1, 10.0, None, "mixed"),
+    ([0.9, 0.95], "value", +1, 0.99, 0.001, "not held"),
+    ([], "ratio", +1, 29.0, None, MISSING),
+])
+def test_verdict_rule(effects, effect, direction, size, p, verdict):
+    assert claim_verdict(effects, effect=effect, direction=direction, size=size, p=p) == verdict
+
+
+def test_claims_table_opens_the_report_with_effects_welch_p_and_verdicts(study):
+    root, planted, files = study
+    md = (root / "report.md").read_text()
+    sections = re.findall(r"^## (.+)$", md, flags=re.M)
+    assert sections[:2] == ["Claims of the paper", "Study"]
+    first_table = md[md.index("\n|"):]
+    assert first_table.startswith("\n| claim | head vs baseline | measure | effect (mean ± std over seeds) | paper | "
+                                  "Welch p | n | verdict |")
+    assert "**held** when the effect points the paper's way" in md  # the rule is stated beside the table
+    page = (root / "report.html").read_text()
+    first = page.index("<table>")  # the page's first table is the claims table, before the study's details
+    assert page[first:].startswith("<table><thead><tr><th>claim</th>") and first < page.index("Selection rule")
+    assert files["claims.csv"] == root / "claims.csv" and (root / "claims.md").exists()
+    rows = {(r["head"], r["baseline"], r["metric"]): r for r in read_csv(root / "claims.csv")}
+    assert {h for h, _, _ in rows} == {"ib"}  # wide_ib and narrow_ib are not in this study
+    ib, no_pen, lin_pen = (planted[h] for h in HEADS)
+
+    def check(key, effects, a, b, verdict):
+        row = rows[key]
+        assert float(row["effect_mean"]) == pytest.approx(np.mean(effects), rel=1e-12)
+        assert float(row["effect_std"]) == pytest.approx(np.std(effects, ddof=1), rel=1e-12)
+        t, p = stats.ttest_ind(a, b, equal_var=False)
+        assert float(row["t"]) == pytest.approx(t, rel=1e-9) and float(row["p"]) == pytest.approx(p, rel=1e-9)
+        assert row["verdict"] == verdict, (key, effects, p)
+        return p
+
+    # seeds 0, 1, 2 of ib and no_pen are paired by seed
+    deepfool = np.divide(ib["robustness_deepfool"], no_pen["robustness_deepfool"])
+    assert deepfool.min() > 29.3  # planted above the paper's smallest ratio for ib (×29)
+    p = check(("ib", "no_pen", "robustness_deepfool"), deepfool, ib["robustness_deepfool"],
+              no_pen["robustness_deepfool"], "held")
+    assert p < 0.05
+    points = 100 * (np.array(ib["test_accuracy"]) - no_pen["test_accuracy"])
+    p = check(("ib", "no_pen", "test_accuracy"), points, ib["test_accuracy"], no_pen["test_accuracy"],
+              "held" if points.mean() > 0 and stats.ttest_ind(ib["test_accuracy"], no_pen["test_accuracy"],
+                                                              equal_var=False).pvalue < 0.05 else "mixed")
+    rel = np.divide(ib["sigma_w_rel_train"], no_pen["sigma_w_rel_train"])
+    check(("ib", "no_pen", "sigma_w_rel_train"), rel, ib["sigma_w_rel_train"], no_pen["sigma_w_rel_train"],
+          "held" if stats.ttest_ind(ib["sigma_w_rel_train"], no_pen["sigma_w_rel_train"], equal_var=False).pvalue
+          < 0.05 else "mixed")
+    # against lin_pen only seed 0 exists on both sides: an effect, but no test, so at best mixed
+    row = rows[("ib", "lin_pen", "sigma_w_rel_train")]
+    assert float(row["effect_mean"]) == pytest.approx(ib["sigma_w_rel_train"][0] / lin_pen["sigma_w_rel_train"][0])
+    assert row["p"] == "" and row["verdict"] == "mixed" and (row["n"], row["n_baseline"]) == ("3", "1")
+    assert rows[("ib", "no_pen", "robustness_pgd_l2")]["verdict"] != "held"  # planted alike for all heads
+    # C2: every ib seed sits on K = 3 vertices and decodes at ≥ 0.995; no_pen on 2
+    assert rows[("ib", "no_pen", "code_vertices_train")]["verdict"] == "held"
+    assert rows[("ib", "no_pen", "code_decode_accuracy_train")]["verdict"] == "held"
+    claims = md[md.index("## Claims of the paper"):md.index("## Study")]
+    assert "| ib vs no_pen | vertices occupied (train) | 3 ± 0 (no_pen: 2) |" in claims
+    cell = "×" + format_mean_std(deepfool.mean(), deepfool.std(ddof=1))
+    assert f"| ib vs no_pen | robustness DeepFool | {cell} | ≥ ×29 (×29–52, DeepFool, Table 2) |" in claims
+    assert f"| {format_mean_std(points.mean(), points.std(ddof=1))} points |".replace("| ", "| +", 1) in claims
+
+
+def test_figure1_compares_heads_and_the_gamma_figure_and_accuracy_drops_are_reported(study):
+    root, _, _ = study
+    md = (root / "report.md").read_text()
+    caption = md[md.index("*Figure 1:"):]
+    assert "ib, lin_pen, no_pen, one column per head" in caption and "(nodes 0–3)" in caption
+    assert "no_pen shows its first 4 of 20 dimensions" in caption
+    assert "](figures/fig5_gamma_pressure.png)" in md and "γ figure skipped" not in md
+    # the collapsed run: listed with its epoch and γ, though never selected
+    section = md[md.index("### Runs whose training accuracy collapsed"):md.index("## Table 1")]
+    assert "| head | lr | seed | epoch | γ | selected |" in section and "| ib | 0.002 | 1 | 14 | 123.4 | no |" in section
+    results = read_csv(root / "results.csv")
+    assert {"accuracy_drop_epoch", "accuracy_drop_gamma"} <= set(results[0])
+    assert [(r["head"], r["lr"], r["seed"]) for r in results if r["accuracy_drop_epoch"]] == [("ib", "0.002", "1")]
+
+
+def test_no_accuracy_drop_reads_none_and_old_histories_skip_the_gamma_figure(tmp_path):
+    synthetic_study(tmp_path, files=False)
+    for row in edit_results(tmp_path):
+        row["accuracy_drop_epoch"] = row["accuracy_drop_gamma"] = ""
+    build_report(tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    section = md[md.index("### Runs whose training accuracy collapsed"):md.index("## Table 1")]
+    assert section.rstrip().endswith("None.")
+    assert "γ figure skipped: the IB runs' histories have no `gamma`" in md
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import lpc.report
+
+    assert doctest.testmod(lpc.report).failed == 0

@@ -7,11 +7,17 @@ From a study directory (see :mod:`lpc.study`) :func:`build_report` reads ``resul
     selection.csv              per (head, seed): the learning rate chosen on validation (and the one test
                                accuracy would have chosen)
     aggregate.csv              per head and metric: mean, std (ddof=1), n over the selected runs
-    table1.csv / table1.md     Σ_W, coefficient of variation of latent norms, entropy (paper Table 1)
+    claims.csv / claims.md     one row per claim of the paper and head of the IB family: effect, Welch's p, verdict
+    table1.csv / table1.md     Σ_W, coefficient of variation of latent norms, entropy (paper Table 1), and their
+                               scale-free counterparts Σ_W/Σ_T and the entropy of z/rms(z)
     table2.csv / table2.md     robustness, accuracy, misclassification AUROCs (paper Table 2)
     significance.csv / .md / .json   Welch's t-test of every head against no_pen
-    figures/*.png              latent histograms (Fig. 1), binarity (Fig. 2), neural collapse (Fig. 3), accuracy
-    report.md, report.html     everything above; the HTML is self-contained (images inlined as base64)
+    figures/*.png              latent histograms of ib, lin_pen, no_pen (Fig. 1), binarity (Fig. 2), neural
+                               collapse (Fig. 3), accuracy, γ and pressure of the IB heads
+    report.md, report.html     the claims table first, then everything above; the HTML is self-contained
+                               (images inlined as base64)
+
+Numbers in the Markdown and HTML tables are rounded (:func:`format_mean_std`); the CSVs keep full precision.
 """
 from __future__ import annotations
 
@@ -20,6 +26,7 @@ import html
 import io
 import math
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +37,12 @@ from .study import (AGGREGATION_RULE, SELECTION_RULE, Stat, StudyError, aggregat
                     selection_table)
 
 BASELINE = "no_pen"
-# (summary key, column title, scale): Table 1 is measured on the training-set latents, as in the paper
+MISSING = "—"  # a value the study does not have
+# (summary key, column title, scale): Table 1 is measured on the training-set latents, as in the paper; the
+# last two columns are ours and do not move under a rescaling (W, z) -> (cW, z/c) of the network
 TABLE1 = [("sigma_w_train", "Σ_W", 1.0), ("norm_coeff_var_train", "coeff. of var.", 1.0),
-          ("entropy_train", "entropy", 1.0)]
+          ("entropy_train", "entropy", 1.0), ("sigma_w_rel_train", "Σ_W / Σ_T (scale-free)", 1.0),
+          ("entropy_rel_train", "entropy of z / rms(z) (scale-free)", 1.0)]
 TABLE2 = [("robustness_deepfool", "robustness (DeepFool)", 1.0), ("robustness_pgd_l2", "PGD-L2", 1.0),
           ("robustness_bisection", "bisection", 1.0), ("deepfool_flip_rate", "DeepFool flip rate", 1.0),
           ("test_accuracy", "test accuracy (%)", 100.0), ("auroc_mahalanobis", "AUROC Mahalanobis", 1.0),
@@ -44,7 +54,98 @@ BINARITY = [("binarity_loglik_train", "ℓ̄ (log-likelihood, Eq. 25)", False),
 COLLAPSE = [("nc1_per_dim_train", "NC1 / P = Tr(Σ_W Σ_B⁺)/K/P", True), ("equinorm_train", "equinorm (CoV of class-mean norms)", True),
             ("equiangularity_train", "equiangularity (std of cosines)", True),
             ("max_angle_train", "max-angle (mean |cos + 1/(K-1)|)", True)]
+GAMMA = [("gamma", "γ", True), ("pressure", "pressure γ / r²", True),
+         ("classifier_scale", "classifier scale r", True), ("true_class_prob", "true-class probability", False),
+         ("train_accuracy", "train accuracy", False)]
 MAX_NODES = 16  # latent histograms shown for at most this many latent dimensions
+FIGURE1_HEADS = ("ib", "lin_pen", "no_pen")  # the paper's Fig. 1 contrast: IB, its layer without γ, no layer
+ALPHA = 0.05  # significance level of the claims' verdicts
+
+# The paper's Table 2 (means over its runs), so that each measured effect stands beside the paper's own:
+# dataset -> head -> (DeepFool robustness, test accuracy in %, AUROC Mahalanobis, AUROC ODIN)
+PAPER_TABLE2 = {
+    "CIFAR-100": {"ib": (0.247, 77.9, 0.86, 0.86), "wide_ib": (0.114, 75.87, 0.86, 0.87),
+                  "narrow_ib": (0.195, 74.9, 0.87, 0.81), "no_pen": (0.008, 77.02, 0.76, 0.80)},
+    "CIFAR-10": {"ib": (0.725, 94.86, 0.91, 0.84), "wide_ib": (0.336, 94.85, 0.92, 0.92),
+                 "narrow_ib": (0.526, 94.54, 0.90, 0.77), "no_pen": (0.014, 94.54, 0.85, 0.69)},
+    "SVHN": {"ib": (0.847, 96.69, 0.91, 0.82), "wide_ib": (0.228, 96.65, 0.91, 0.89),
+             "narrow_ib": (0.675, 96.65, 0.91, 0.84), "no_pen": (0.029, 96.40, 0.89, 0.71)},
+}
+IB_FAMILY = ("ib", "wide_ib", "narrow_ib")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One claim of the paper, tested on one summary key of the selected runs.
+
+    ``effect`` says how a seed's value is compared with the baseline's value of the same seed: ``ratio``
+    (head / baseline), ``points`` (100 × (head − baseline)), ``difference`` (head − baseline), or ``value``
+    (the head's own value: a property the paper states of the head alone). ``direction`` +1 / −1: the paper
+    expects the effect above / below no change (ratio 1, difference 0); ``size``: the value the paper's claim
+    needs the mean effect to reach (None: any size; "K": the number of classes).
+    """
+
+    id: str
+    text: str
+    metric: str
+    label: str
+    effect: str
+    direction: int
+    size: float | str | None
+    paper: str
+    heads: tuple[str, ...] = IB_FAMILY
+    baseline: str = BASELINE
+
+
+def _paper_range(column: int, effect: str, head: str) -> tuple[float, str]:
+    """The smallest effect of Table 2 over the paper's three datasets, and its range as text."""
+    values = []
+    for table in PAPER_TABLE2.values():
+        a, b = table[head][column], table[BASELINE][column]
+        values.append(a / b if effect == "ratio" else a - b)
+    low, high = min(values), max(values)
+    text = f"×{low:.2g}–{high:.2g}" if effect == "ratio" else f"{low:+.2f} to {high:+.2f}"
+    return low, text
+
+
+def _claims() -> list[Claim]:
+    c1 = "C1 within-class variance vanishes, only for IB"
+    c2 = "C2 binary code: one hypercube vertex per class"
+    claims = [
+        Claim("C1", c1, "sigma_w_rel_train", "Σ_W / Σ_T (train, scale-free)", "ratio", -1, 0.1,
+              "≤ ×0.1 (Table 1: Σ_W 1e-12–1e-10 vs 0.007–0.03, not scale-free)"),
+        Claim("C1", c1, "nc1_train", "NC1 (train)", "ratio", -1, 0.1,
+              "≤ ×0.1 (App. E, Fig. 3: an order of magnitude lower)"),
+        Claim("C1", c1, "sigma_w_rel_train", "Σ_W / Σ_T (train, scale-free)", "ratio", -1, 0.1,
+              "≤ ×0.1 (Table 1: Σ_W 1e-12–1e-10 vs lin_pen's 0.7–6.9)", baseline="lin_pen"),
+        Claim("C2", c2, "code_vertices_train", "vertices occupied (train)", "value", +1, "K",
+              "K: one vertex per class (Sec. 2.2, App. D)"),
+        Claim("C2", c2, "code_decode_accuracy_train", "nearest-vertex decoding accuracy (train)", "value", +1, 0.99,
+              "≥ 0.99: every class on one vertex (App. D)"),
+    ]
+    for head in IB_FAMILY:  # the paper measured DeepFool only; PGD and bisection check that it is not masking
+        low, text = _paper_range(0, "ratio", head)
+        for metric, label in (("robustness_deepfool", "robustness DeepFool"),
+                              ("robustness_pgd_l2", "robustness PGD-L2"), ("robustness_bisection", "robustness bisection")):
+            claims.append(Claim("C3", "C3 robustness to minimal perturbations", metric, label, "ratio", +1, low,
+                                f"≥ ×{low:.2g} ({text}, DeepFool, Table 2)", (head,)))
+    _, text = _paper_range(1, "difference", "ib")
+    claims.append(Claim("C4", "C4 small significant accuracy gain", "test_accuracy", "test accuracy", "points", +1,
+                        None, f"> 0 ({text} points, Table 2)", ("ib",)))
+    for head in IB_FAMILY:
+        for column, metric, label in ((2, "auroc_mahalanobis", "AUROC Mahalanobis"), (3, "auroc_odin", "AUROC ODIN")):
+            _, text = _paper_range(column, "difference", head)
+            claims.append(Claim("C5", "C5 misclassification AUROC", metric, label, "difference", +1, None,
+                                f"> 0 ({text}, Table 2)", (head,)))
+    return claims
+
+
+CLAIMS = _claims()
+VERDICT_RULE = (f"**held** when the effect points the paper's way, reaches the paper's size where the paper states "
+                f"one, and Welch's p < {ALPHA}; **not held** when it points the other way (or not at all); **mixed** "
+                f"in between (the right way, but p ≥ {ALPHA}, no test possible, or short of the paper's size); C2, "
+                "a property of the head alone, is **held** when every seed reaches the paper's value, **not held** "
+                f"when none does, and **mixed** otherwise; {MISSING} when the study lacks the values")
 
 
 def build_report(study_dir: str | Path) -> dict[str, Path]:
@@ -69,11 +170,13 @@ def build_report(study_dir: str | Path) -> dict[str, Path]:
     table1 = _metric_table(heads, stats, n_selected, TABLE1, notes, "Table 1")
     table2 = _metric_table(heads, stats, n_selected, TABLE2, notes, "Table 2")
     significance = significance_table(rows)
+    claims = claims_table(rows)
     if BASELINE not in heads:
         notes.append(f"Significance tests skipped: the baseline head `{BASELINE}` is not in this study.")
     files["table1.csv"] = _write_csv(out / "table1.csv", table1["csv"])
     files["table2.csv"] = _write_csv(out / "table2.csv", table2["csv"])
     files["significance.csv"] = _write_csv(out / "significance.csv", significance)
+    files["claims.csv"] = _write_csv(out / "claims.csv", claims)
     write_json(out / "significance.json", significance)
     files["significance.json"] = out / "significance.json"
 
@@ -91,13 +194,17 @@ def build_report(study_dir: str | Path) -> dict[str, Path]:
     doc3 = _Doc()
     _significance_section(doc3, significance)
     atomic_write_bytes(out / "significance.md", doc3.markdown().encode())
+    doc4 = _Doc()
+    _claims_section(doc4, claims)
+    atomic_write_bytes(out / "claims.md", doc4.markdown().encode())
     files.update({"table1.md": out / "table1.md", "table2.md": out / "table2.md",
-                  "significance.md": out / "significance.md"})
+                  "significance.md": out / "significance.md", "claims.md": out / "claims.md"})
 
     figures = make_figures(out, rows, notes)
     files.update({p.name: p for p, _ in figures})
 
-    doc = _report(out, rows, heads, stats, n_selected, selection, table1, table2, significance, figures, notes)
+    doc = _report(out, rows, heads, stats, n_selected, selection, table1, table2, significance, claims, figures,
+                  notes)
     atomic_write_bytes(out / "report.md", doc.markdown(out).encode())
     atomic_write_bytes(out / "report.html", doc.html(out, title=_title(rows)).encode())
     files.update({"report.md": out / "report.md", "report.html": out / "report.html"})
@@ -107,9 +214,9 @@ def build_report(study_dir: str | Path) -> dict[str, Path]:
 # ---------------------------------------------------------------- tables and statistics
 
 def fmt(value: Any) -> str:
-    """Numbers for tables: 4 significant digits, scientific when tiny or huge; missing values as '–'."""
+    """A single number for tables: 4 significant digits, scientific when tiny or huge; missing as MISSING."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
+        return MISSING
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, int):
@@ -119,10 +226,39 @@ def fmt(value: Any) -> str:
     return f"{value:.4g}"
 
 
+def format_mean_std(mean: float | None, std: float | None) -> str:
+    """``mean ± std`` with the std rounded to two significant digits and the mean to the same decimal place.
+
+    Magnitudes below 1e-3 or from 1e5 up share one power of ten. A std of NaN or None (one seed) leaves the
+    mean alone at 4 significant digits (:func:`fmt`); a zero std reads ``± 0``.
+
+    >>> format_mean_std(0.1747, 0.002415), format_mean_std(97.3712, 0.4312), format_mean_std(3.176e-12, 9.552e-13)
+    ('0.1747 ± 0.0024', '97.37 ± 0.43', '(3.18 ± 0.96)e-12')
+    """
+    if mean is None or not math.isfinite(mean):
+        return MISSING
+    if std is None or not math.isfinite(std):
+        return fmt(float(mean))
+    if std == 0:
+        return f"{fmt(float(mean))} ± 0"
+    std = abs(std)
+    magnitude = max(abs(mean), std)
+    exponent = math.floor(math.log10(magnitude)) if magnitude < 1e-3 or magnitude >= 1e5 else 0
+    m, s = mean / 10 ** exponent, std / 10 ** exponent
+    decimals = 1 - math.floor(math.log10(s))
+    if round(s, decimals) >= 10 ** (2 - decimals):  # 0.0996 rounds to 0.100: one digit too many
+        decimals -= 1
+    m, s = round(m, decimals) + 0.0, round(s, decimals)  # + 0.0 turns -0.0 into 0.0
+    shown = max(decimals, 0)
+    text = f"{m:.{shown}f} ± {s:.{shown}f}"
+    return f"({text})e{exponent:+03d}" if exponent else text
+
+
 def mean_std(stat: Stat | None, n_head: int | None = None, scale: float = 1.0) -> str:
+    """A table cell of :class:`Stat`: rounded mean ± std, and ``(n=k)`` when only k of the head's n seeds have it."""
     if stat is None:
-        return "–"
-    text = fmt(stat.mean * scale) + (f" ± {fmt(stat.std * scale)}" if stat.n > 1 else "")
+        return MISSING
+    text = format_mean_std(stat.mean * scale, stat.std * scale if stat.n > 1 else None)
     return text + (f" (n={stat.n})" if n_head is not None and stat.n != n_head else "")
 
 
@@ -130,7 +266,8 @@ def _metric_table(heads, stats, n_selected, columns, notes, name) -> dict[str, A
     missing = [key for key, _, _ in columns if not any(key in stats[h] for h in heads)]
     if missing:
         notes.append(f"{name}: no values for {', '.join(f'`{k}`' for k in missing)} in results.csv "
-                     "(metric switched off in the config's eval section, or not computed); shown as '–'.")
+                     f"(metric switched off in the config's eval section, or not computed by the lpc that ran the study); "
+                     f"shown as '{MISSING}'.")
     header = ["head", "n", *(title for _, title, _ in columns)]
     table_rows, csv_rows = [], []
     for head in heads:
@@ -152,38 +289,135 @@ def significance_table(rows: list[dict[str, Any]], *, baseline: str = BASELINE,
     ``p`` and ``t`` are None, with a ``note``, when either side has fewer than two values or both have
     zero variance (the test is undefined there).
     """
-    from scipy import stats as scipy_stats
-
     selected = [r for r in rows if r.get("selected")]
     heads = list(dict.fromkeys(r["head"] for r in rows))
     if baseline not in heads:
         return []
+    return [welch_test(selected, head, baseline, metric) for head in heads if head != baseline for metric in metrics]
 
-    def values(head, metric):
-        return [float(r[metric]) for r in selected if r["head"] == head and _is_number(r.get(metric))]
 
+def welch_test(selected: list[dict[str, Any]], head: str, baseline: str, metric: str) -> dict[str, Any]:
+    """One entry of :func:`significance_table`: ``metric`` of ``head`` against ``baseline`` over ``selected``."""
+    from scipy import stats as scipy_stats
+
+    a, b = list(_per_seed(selected, head, metric).values()), list(_per_seed(selected, baseline, metric).values())
+    entry = {"head": head, "metric": metric, "mean": float(np.mean(a)) if a else None,
+             "mean_baseline": float(np.mean(b)) if b else None, "n": len(a), "n_baseline": len(b),
+             "t": None, "p": None, "note": None}
+    if len(a) < 2 or len(b) < 2:
+        entry["note"] = f"n<2 ({len(a)} vs {len(b)} seeds): no test"
+    elif np.var(a) == 0 and np.var(b) == 0:
+        entry["note"] = "zero variance in both groups: no test"
+    else:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            t, p = scipy_stats.ttest_ind(a, b, equal_var=False)
+        entry["t"], entry["p"] = float(t), float(p)
+        if caught:  # e.g. nearly identical values: scipy warns of precision loss
+            entry["note"] = "scipy: " + str(caught[0].message).split(". ")[0]
+    return entry
+
+
+def _per_seed(selected: list[dict[str, Any]], head: str, metric: str) -> dict[int, float]:
+    """seed -> ``metric`` of the head's selected run, for the runs that have a finite value."""
+    return {r["seed"]: float(r[metric]) for r in selected if r["head"] == head and _is_number(r.get(metric))}
+
+
+def format_p(p: float | None) -> str:
+    return MISSING if p is None else f"{p:.2g}"
+
+
+# ---------------------------------------------------------------- the paper's claims
+
+def claim_effects(selected: list[dict[str, Any]], head: str, claim: Claim) -> list[float]:
+    """Per seed that both the head and the claim's baseline have: the head's effect (see :class:`Claim`)."""
+    a = _per_seed(selected, head, claim.metric)
+    if claim.effect == "value":
+        return [a[s] for s in sorted(a)]
+    b = _per_seed(selected, claim.baseline, claim.metric)
+    seeds = sorted(a.keys() & b.keys())
+    if claim.effect == "ratio":
+        return [a[s] / b[s] for s in seeds if b[s] != 0]
+    return [(100.0 if claim.effect == "points" else 1.0) * (a[s] - b[s]) for s in seeds]
+
+
+def claim_verdict(effects: list[float], *, effect: str, direction: int, size: float | None,
+                  p: float | None, alpha: float = ALPHA) -> str:
+    """``held`` / ``mixed`` / ``not held`` (MISSING without effects) by :data:`VERDICT_RULE`.
+
+    >>> claim_verdict([30.0, 40.0], effect="ratio", direction=+1, size=29.0, p=0.001)
+    'held'
+    >>> claim_verdict([3.0, 4.0], effect="ratio", direction=+1, size=29.0, p=0.001)
+    'mixed'
+    """
+    if not effects:
+        return MISSING
+    if effect == "value":
+        reached = sum(direction * (e - size) >= 0 for e in effects)
+        return "held" if reached == len(effects) else "not held" if reached == 0 else "mixed"
+    mean = float(np.mean(effects))
+    lean = direction * (mean - (1.0 if effect == "ratio" else 0.0))
+    if lean <= 0:
+        return "not held"
+    big_enough = size is None or direction * (mean - size) >= 0
+    return "held" if big_enough and p is not None and p < alpha else "mixed"
+
+
+def claims_table(rows: list[dict[str, Any]], claims: list[Claim] = CLAIMS) -> list[dict[str, Any]]:
+    """One entry per claim and head of the study that the claim is made for, with its effect over seeds
+    (mean, std ddof=1), Welch's test of the raw values against the claim's baseline, and the verdict."""
+    selected = [r for r in rows if r.get("selected")]
+    heads = set(r["head"] for r in rows)
+    classes = sorted({r["num_classes"] for r in selected if _is_number(r.get("num_classes"))})
     table = []
-    for head in heads:
-        if head == baseline:
+    for claim in claims:
+        if claim.baseline not in heads:
             continue
-        for metric in metrics:
-            a, b = values(head, metric), values(baseline, metric)
-            entry = {"head": head, "metric": metric, "mean": float(np.mean(a)) if a else None,
-                     "mean_baseline": float(np.mean(b)) if b else None, "n": len(a), "n_baseline": len(b),
-                     "t": None, "p": None, "note": None}
-            if len(a) < 2 or len(b) < 2:
-                entry["note"] = f"n<2 ({len(a)} vs {len(b)} seeds): no test"
-            elif np.var(a) == 0 and np.var(b) == 0:
-                entry["note"] = "zero variance in both groups: no test"
-            else:
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always")
-                    t, p = scipy_stats.ttest_ind(a, b, equal_var=False)
-                entry["t"], entry["p"] = float(t), float(p)
-                if caught:  # e.g. nearly identical values: scipy warns of precision loss
-                    entry["note"] = "scipy: " + str(caught[0].message).split(". ")[0]
-            table.append(entry)
+        for head in (h for h in claim.heads if h in heads):
+            effects = claim_effects(selected, head, claim)
+            test = welch_test(selected, head, claim.baseline, claim.metric)
+            size = claim.size
+            if size == "K":  # the number of classes; unknown or mixed: no verdict
+                size = float(classes[0]) if len(classes) == 1 else None
+            verdict = (claim_verdict(effects, effect=claim.effect, direction=claim.direction, size=size, p=test["p"])
+                       if size is not None or claim.effect != "value" else MISSING)
+            table.append({
+                "claim": claim.id, "text": claim.text, "head": head, "baseline": claim.baseline,
+                "metric": claim.metric, "measure": claim.label, "effect": claim.effect,
+                "effect_mean": float(np.mean(effects)) if effects else None,
+                "effect_std": float(np.std(effects, ddof=1)) if len(effects) > 1 else None,
+                "effect_n": len(effects), "mean": test["mean"], "mean_baseline": test["mean_baseline"],
+                "n": test["n"], "n_baseline": test["n_baseline"], "t": test["t"], "p": test["p"],
+                "paper_size": size, "paper": claim.paper, "verdict": verdict})
     return table
+
+
+def _claims_section(doc: "_Doc", table: list[dict[str, Any]]) -> None:
+    doc.p(f"Each claim of the paper, for each head of the IB family the paper makes it for, against `{BASELINE}` "
+          "(C1 also against `lin_pen`, the same linear layer without the compression term). **Effect**: per seed, "
+          "the head's value divided by the baseline's (×), or their difference (in points for accuracy), over the "
+          "seeds both have, as mean ± std (ddof=1); for C2 the head's own value, the baseline's in brackets. "
+          "**p**: Welch's t-test of the head's values against the baseline's (two-sided, unequal variances). "
+          "**n**: seeds of head / baseline. The paper's column gives the size its claim needs and its own numbers. "
+          f"**Verdict**: {VERDICT_RULE}.")
+    if not table:
+        doc.p(f"Not computed: the study has no `{BASELINE}` runs, or no head of the IB family.")
+        return
+    doc.table(["claim", "head vs baseline", "measure", "effect (mean ± std over seeds)", "paper", "Welch p", "n",
+               "verdict"],
+              [[r["text"], f"{r['head']} vs {r['baseline']}", r["measure"], _effect_cell(r), r["paper"],
+                format_p(r["p"]), f"{r['n']} / {r['n_baseline']}", r["verdict"]] for r in table])
+
+
+def _effect_cell(row: dict[str, Any]) -> str:
+    text = format_mean_std(row["effect_mean"], row["effect_std"])
+    if text == MISSING:
+        return text
+    if row["effect"] == "ratio":
+        return "×" + text
+    if row["effect"] == "value":
+        return f"{text} ({row['baseline']}: {fmt(row['mean_baseline'])})"
+    return ("+" if row["effect_mean"] > 0 else "") + text + (" points" if row["effect"] == "points" else "")
 
 
 def _significance_section(doc: "_Doc", table: list[dict[str, Any]]) -> None:
@@ -195,7 +429,7 @@ def _significance_section(doc: "_Doc", table: list[dict[str, Any]]) -> None:
         return
     doc.table(["head", "metric", "mean", f"mean ({BASELINE})", "n", f"n ({BASELINE})", "t", "p", "note"],
               [[r["head"], r["metric"], fmt(r["mean"]), fmt(r["mean_baseline"]), str(r["n"]), str(r["n_baseline"]),
-                fmt(r["t"]), "–" if r["p"] is None else f"{r['p']:.3g}", r["note"] or ""] for r in table])
+                fmt(r["t"]), format_p(r["p"]), r["note"] or ""] for r in table])
 
 
 def _is_number(value: Any) -> bool:
@@ -225,7 +459,7 @@ def make_figures(out: Path, rows: list[dict[str, Any]], notes: list[str]) -> lis
             notes.append(f"{r['run']}/history.jsonl unreadable ({error}); left out of the figures.")
             histories[r["run"]] = []
     figures = []
-    for draw in (_figure_latents, _figure_binarity, _figure_collapse, _figure_accuracy):
+    for draw in (_figure_latents, _figure_binarity, _figure_collapse, _figure_accuracy, _figure_gamma):
         made = draw(out, selected, heads, histories, notes)
         if made is not None:
             figures.append(made)
@@ -263,18 +497,13 @@ def plot_latent_histograms(z: np.ndarray, y: np.ndarray, path: Path, *, title: s
     fig, axes = plt.subplots(rows_, cols, figsize=(3.2 * cols, 2.4 * rows_ + 0.4), squeeze=False,
                              layout="constrained")
     classes = np.unique(y)
-    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     for i in range(rows_ * cols):
         ax = axes[i // cols][i % cols]
         if i >= shown:
             ax.axis("off")
             continue
-        values = z[:, i]
-        bins = np.linspace(values.min(), values.max(), 61) if values.max() > values.min() else 61
-        ax.hist([values[y == c] for c in classes], bins=bins, stacked=True,
-                color=[cmap(j % cmap.N) for j in range(len(classes))], label=[str(c) for c in classes])
+        _node_histogram(ax, z[:, i], y, classes)
         ax.set_title(f"node {i}", fontsize=9)
-        ax.tick_params(labelsize=7)
     axes[0][0].legend(title="class", fontsize=6, title_fontsize=7, ncol=2)
     fig.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -282,23 +511,84 @@ def plot_latent_histograms(z: np.ndarray, y: np.ndarray, path: Path, *, title: s
     return path
 
 
+def plot_latent_comparison(latents: dict[str, tuple[np.ndarray, np.ndarray]], path: Path, *, title: str,
+                           nodes: int) -> Path:
+    """Figure 1 across heads: one column per head (``name -> (z, y)``), one row per node 0..nodes-1, each panel
+    a histogram stacked by class; a head with fewer nodes leaves its lower panels empty."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(latents)
+    fig, axes = plt.subplots(nodes, len(names), figsize=(3.4 * len(names), 1.5 * nodes + 0.8), squeeze=False,
+                             layout="constrained")
+    classes = np.unique(np.concatenate([y for _, y in latents.values()]))
+    for j, name in enumerate(names):
+        z, y = latents[name]
+        axes[0][j].set_title(name, fontsize=10)
+        for i in range(nodes):
+            ax = axes[i][j]
+            if i >= z.shape[1]:
+                ax.axis("off")
+                continue
+            _node_histogram(ax, z[:, i], y, classes)
+            if j == 0:
+                ax.set_ylabel(f"node {i}", fontsize=9)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, title="class", loc="outside right upper", fontsize=7, title_fontsize=8)
+    fig.suptitle(title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _save(fig, path)
+    return path
+
+
+def _node_histogram(ax, values: np.ndarray, y: np.ndarray, classes: np.ndarray) -> None:
+    """Histogram of one node stacked by class, one filled step polygon per class (a bar per bin and class
+    would be 600 artists per panel and dominate the report's time)."""
+    import matplotlib.pyplot as plt
+
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    low, high = float(values.min()), float(values.max())
+    edges = np.linspace(low, high, 61) if high > low else np.array([low - 0.5, high + 0.5])
+    bottom = np.zeros(len(edges) - 1)
+    for j, c in enumerate(classes):
+        counts = np.histogram(values[y == c], bins=edges)[0]
+        ax.stairs(bottom + counts, edges, baseline=bottom, fill=True, color=cmap(j % cmap.N), label=str(c))
+        bottom = bottom + counts
+    ax.tick_params(labelsize=7)
+
+
 def _figure_latents(out, selected, heads, histories, notes):
-    runs = sorted((r for r in selected if r["head"] == "ib"), key=lambda r: r["seed"])
-    run = next((r for r in runs if (out / r["run"] / "latents.npz").exists()), None)
-    if run is None:
-        notes.append("Figure 1 (latent histograms) skipped: no selected `ib` run with latents.npz "
-                     "(the study has no ib head, every ib run diverged, or eval.save_latents is off).")
+    runs = {}
+    for head in FIGURE1_HEADS:  # the selected run of the smallest seed that saved its latents
+        candidates = sorted((r for r in selected if r["head"] == head), key=lambda r: r["seed"])
+        run = next((r for r in candidates if (out / r["run"] / "latents.npz").exists()), None)
+        if run is not None:
+            runs[head] = run
+    if not runs:
+        notes.append(f"Figure 1 (latent histograms) skipped: no selected {', '.join(FIGURE1_HEADS)} run with "
+                     "latents.npz (the study has none of these heads, they diverged, or eval.save_latents is off).")
         return None
-    with np.load(out / run["run"] / "latents.npz") as arrays:
-        z, y = arrays["z_train"], arrays["y_train"]
-    if z.shape[1] > MAX_NODES:
-        notes.append(f"Figure 1 shows the first {MAX_NODES} of {z.shape[1]} latent dimensions.")
+    latents = {}
+    for head, run in runs.items():
+        with np.load(out / run["run"] / "latents.npz") as arrays:
+            latents[f"{head} (lr={run['lr']:g}, seed={run['seed']})"] = (arrays["z_train"], arrays["y_train"])
+    widths = {head: z.shape[1] for head, (z, _) in zip(runs, latents.values())}
+    # the penultimate layers set the layout; no_pen's z is the wide backbone output, cut to the same nodes
+    layer = [w for head, w in widths.items() if head != "no_pen"] or list(widths.values())
+    nodes = min(MAX_NODES, max(layer))
     path = out / "figures" / "fig1_latent_histograms.png"
-    plot_latent_histograms(z, y, path, title=f"Latent histograms per node, ib head (lr={run['lr']:g}, "
-                                             f"seed={run['seed']}), training set")
-    return path, (f"Figure 1: histograms of the training-set latents z of the selected ib run (seed {run['seed']}, "
-                  f"lr {run['lr']:g}) at the last epoch, one panel per node, stacked by class. Under latent point "
-                  "collapse every class sits at one of two values in each node (paper, Fig. 1).")
+    plot_latent_comparison(latents, path, nodes=nodes,
+                           title="Latent histograms per node (training set, last epoch)")
+    cut = [f"{head} shows its first {nodes} of {w}" for head, w in widths.items() if w > nodes]
+    missing = [h for h in FIGURE1_HEADS if h not in runs]
+    return path, (f"Figure 1: histograms of the training-set latents z at the last epoch of the selected run of "
+                  f"the smallest seed of {', '.join(runs)}, one column per head and one row per node (nodes 0–"
+                  f"{nodes - 1}), stacked by class. " + (f"{'; '.join(cut)} dimensions (no_pen's z is the backbone's "
+                  "feature vector, as it has no penultimate layer). " if cut else "") +
+                  (f"Not shown (no selected run with latents): {', '.join(missing)}. " if missing else "") +
+                  "Under latent point collapse every class sits at one of two values in each node (paper, Fig. 1); "
+                  "each panel has its own x-axis.")
 
 
 def _curves(selected, head, histories, key):
@@ -316,12 +606,27 @@ def _curves(selected, head, histories, key):
     return np.array(epochs), mean, std
 
 
-def _panel_figure(out, selected, heads, histories, panels, name, title, tpt=False):
+def _run_curve(history, key):
+    """Epochs and values of ``key`` in one run's history records that have it."""
+    points = [(int(r["epoch"]), float(r[key])) for r in history if _is_number(r.get(key))]
+    return np.array([e for e, _ in points]), np.array([v for _, v in points])
+
+
+def _panel_figure(out, selected, heads, histories, panels, name, title, tpt=False, per_run=False):
+    """One panel per ``(key, label, log)`` that some head has, curves coloured by head: the mean over the selected
+    seeds with a ± 1 std band, or (``per_run``) one line per selected run. Returns (path, keys shown) or None."""
     import matplotlib.pyplot as plt
 
     colors = _colors(heads)
+
+    def curves(head, key):  # [(epochs, values, std or None)]
+        if per_run:
+            runs = sorted((r for r in selected if r["head"] == head), key=lambda r: r["seed"])
+            return [(*_run_curve(histories.get(r["run"], []), key), None) for r in runs]
+        return [_curves(selected, head, histories, key)]
+
     present = [(k, label, log) for k, label, log in panels
-               if any(len(_curves(selected, h, histories, k)[0]) for h in heads)]
+               if any(len(c[0]) for h in heads for c in curves(h, k))]
     if not present:
         return None
     fig, axes = plt.subplots(len(present), 1, figsize=(8, 2.4 * len(present) + 0.4), sharex=True, squeeze=False,
@@ -329,16 +634,24 @@ def _panel_figure(out, selected, heads, histories, panels, name, title, tpt=Fals
     for ax, (key, label, log) in zip(axes[:, 0], present):
         positive = True
         for head in heads:
-            epochs, mean, std = _curves(selected, head, histories, key)
-            if not len(epochs):
-                continue
-            positive = positive and bool((mean > 0).all())
-            ax.plot(epochs, mean, marker=".", color=colors[head], label=head)
-            ax.fill_between(epochs, mean - std, mean + std, color=colors[head], alpha=0.15, linewidth=0)
+            labelled = False
+            for epochs, mean, std in curves(head, key):
+                if not len(epochs):
+                    continue
+                positive = positive and bool((mean > 0).all())
+                ax.plot(epochs, mean, marker="." if len(epochs) <= 50 else None, color=colors[head],
+                        label=None if labelled else head, linewidth=1.2 if per_run else 1.5)
+                labelled = True
+                if std is not None:
+                    ax.fill_between(epochs, mean - std, mean + std, color=colors[head], alpha=0.15, linewidth=0)
             if tpt:
                 onsets = [r["tpt_epoch"] for r in selected if r["head"] == head and _is_number(r.get("tpt_epoch"))]
                 if onsets:
                     ax.axvline(float(np.mean(onsets)), color=colors[head], linestyle="--", linewidth=1)
+            if per_run:  # where a run's training accuracy collapsed while γ rose
+                for r in selected:
+                    if r["head"] == head and _is_number(r.get("accuracy_drop_epoch")):
+                        ax.axvline(float(r["accuracy_drop_epoch"]), color=colors[head], linestyle=":", linewidth=1)
         if log and positive:
             ax.set_yscale("log")
         ax.set_ylabel(label, fontsize=8)
@@ -383,6 +696,32 @@ def _figure_accuracy(out, selected, heads, histories, notes):
         notes.append("Accuracy curves skipped: no history.jsonl in the selected runs.")
         return None
     return made[0], "Accuracy curves: train and test accuracy (clean inputs) per evaluated epoch, mean over the selected seeds."
+
+
+def _figure_gamma(out, selected, heads, histories, notes):
+    ib_heads = [h for h in heads if _compresses(h)]
+    if not ib_heads:
+        return None
+    made = _panel_figure(out, selected, ib_heads, histories, GAMMA, "fig5_gamma_pressure.png",
+                         "γ, pressure and training accuracy of the IB heads", per_run=True)
+    if made is None or "gamma" not in made[1]:
+        notes.append("γ figure skipped: the IB runs' histories have no `gamma` (trained by an older lpc).")
+        return None
+    missing = [label for key, label, _ in GAMMA if key not in made[1]]
+    return made[0], ("γ figure: the compression weight γ, the pressure γ / r² that it puts on the latents (r: mean "
+                     "row norm of the classifier weights; a rescaling (W, z) → (cW, z/c) leaves the logits alone "
+                     "and divides γ‖z‖² by c², so γ alone overstates the pull), r itself, the mean softmax "
+                     "probability of the true class over the epoch's training batches, and the training accuracy, "
+                     "one line per selected run of each IB head; γ, pressure and r on a log scale. Dotted lines: "
+                     "epochs where a run's training accuracy fell more than 5 points below its best while γ rose."
+                     + (f" Not in these histories: {', '.join(missing)}." if missing else ""))
+
+
+def _compresses(head: str) -> bool:
+    """Whether ``head`` is of the IB family (its loss has the compression term γ‖z‖²)."""
+    from .heads import HEADS
+
+    return head in HEADS and HEADS[head].compression
 
 
 # ---------------------------------------------------------------- the report document
@@ -479,9 +818,13 @@ def _title(rows) -> str:
     return f"lpc study: {', '.join(datasets) or 'results'}"
 
 
-def _report(out, rows, heads, stats, n_selected, selection, table1, table2, significance, figures, notes) -> _Doc:
+def _report(out, rows, heads, stats, n_selected, selection, table1, table2, significance, claims, figures,
+            notes) -> _Doc:
     doc = _Doc()
     doc.h(1, _title(rows))
+    doc.h(2, "Claims of the paper")
+    _claims_section(doc, claims)
+    doc.h(2, "Study")
     invocations = _invocations(out, notes)
     last = invocations[-1] if invocations else {}
     status = {h: {s: sum(1 for r in rows if r["head"] == h and r.get("status") == s)
@@ -520,9 +863,20 @@ def _report(out, rows, heads, stats, n_selected, selection, table1, table2, sign
         doc.p("Runs that did not finish (never selected):")
         doc.items([f"`{r['run']}`: {r.get('status')} — {r.get('reason') or 'no reason recorded'}" for r in bad])
 
+    _accuracy_drops_section(doc, rows)
+
     doc.h(2, "Table 1: latent point collapse")
     doc.p("Measured on the **training-set** latents at the last epoch (`sigma_w_train`, `norm_coeff_var_train`, "
-          "`entropy_train`; Kozachenko–Leonenko entropy with k = eval.entropy_k), as the paper's Table 1.")
+          "`entropy_train`; Kozachenko–Leonenko entropy with k = eval.entropy_k), as the paper's Table 1. "
+          "A rescaling (W, z) → (cW, z/c) of the penultimate layer and the classifier leaves every prediction "
+          "unchanged but divides Σ_W by c² and shifts the entropy by −P·log c, so the paper's first and third "
+          "columns can shrink without any collapse; the last two columns cannot be moved that way.")
+    doc.items([
+        "**Σ_W / Σ_T** (`sigma_w_rel_train`) = tr(Σ_W) / tr(Σ_T): the share of the latent variance that lies "
+        "within classes; it falls to 0 only when every class sits at one point, whatever the size of z.",
+        "**entropy of z / rms(z)** (`entropy_rel_train`) = entropy − P·log rms(z): the entropy of the latent "
+        "cloud's shape at unit size, so a drop means the points concentrated, not that z shrank.",
+    ])
     doc.table(table1["header"], table1["rows"])
     doc.h(2, "Table 2: robustness, accuracy, reliability")
     doc.p("Robustness: minimal perturbation norm divided by the input norm, on `eval.robustness_inputs` random test "
@@ -558,6 +912,22 @@ def _report(out, rows, heads, stats, n_selected, selection, table1, table2, sign
     else:
         doc.p("No study.yaml in this directory: the configuration of each run is in its `config.yaml`.")
     return doc
+
+
+def _accuracy_drops_section(doc: _Doc, rows: list[dict[str, Any]]) -> None:
+    doc.h(3, "Runs whose training accuracy collapsed")
+    doc.p("A run is listed when its training accuracy fell more than 5 points below its best while γ rose "
+          "(`accuracy_drop_epoch`, `accuracy_drop_gamma` in its summary.json): the compression outran the classifier.")
+    if not any("accuracy_drop_epoch" in r for r in rows):
+        doc.p("Not recorded: these runs were trained by an lpc without this check.")
+        return
+    drops = [r for r in rows if _is_number(r.get("accuracy_drop_epoch"))]
+    if not drops:
+        doc.p("None.")
+        return
+    doc.table(["head", "lr", "seed", "epoch", "γ", "selected"],
+              [[r["head"], fmt(r["lr"]), str(r["seed"]), str(r["accuracy_drop_epoch"]),
+                fmt(r.get("accuracy_drop_gamma")), "yes" if r.get("selected") else "no"] for r in drops])
 
 
 def _invocations(out: Path, notes: list[str]) -> list[dict[str, Any]]:
