@@ -70,7 +70,7 @@ class Ours:
         self.optimizer, _ = make_optimizer(self.model, config)
         self.step_model = training_module(self.model, self.runtime)
         self.pad_fill = _pad_fill(self.data, config)
-        self.gamma = GammaSchedule(config.gamma.init, config.gamma.factor, config.gamma.max).value
+        self.gamma = GammaSchedule(config.gamma.init, config.gamma.factor, config.gamma.max)
         self.epoch = 0
 
     def run(self, steps: int | None = None) -> tuple[int, float]:

@@ -1,11 +1,13 @@
 """One run on two processes: ``torchrun --nproc_per_node=2 -m lpc train`` with gloo on the CPU."""
 import json
+import math
 import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import blobs, tiny_config
 
@@ -17,7 +19,8 @@ def ddp_yaml(tmp_path):
     x, y = blobs(100, num_classes=3, dim=6, seed=3)
     np.savez(tmp_path / "blobs.npz", x_train=x[:240], y_train=y[:240], x_test=x[240:], y_test=y[240:])
     config = tiny_config(**{"data.path": str(tmp_path / "blobs.npz"), "optim.epochs": 4, "eval.log_every": 2,
-                            "optim.batch_size": 32, "model.head": "no_pen_dropout"})
+                            "optim.batch_size": 32, "model.head": "no_pen_dropout", "gamma.schedule": "auto",
+                            "gamma.target": 0.5})
     path = tmp_path / "ddp.yaml"
     config.save(path)
     return path
@@ -55,6 +58,10 @@ def test_two_gloo_processes_train_one_run_like_one_process(tmp_path, ddp_yaml):
     printed = [line for line in ddp.stdout.splitlines() if line.startswith("{")]
     assert len(printed) == 1 and json.loads(printed[0])["status"] == "finished"
     assert ddp.stderr.count("run files in") == 1
+    # the γ controller saw the same global batches on both ranks as the single process did: it moved alike
+    gammas = [torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["gamma"]["log_gamma"]
+              for name in ("single", "ddp")]
+    assert gammas[1] > math.log(1e-2) + 1 and gammas[1] == pytest.approx(gammas[0], abs=0.05)
 
 
 def test_download_is_refused_under_torchrun(tmp_path, ddp_yaml, monkeypatch, capsys):

@@ -11,7 +11,7 @@ from torch import nn
 from conftest import ROOT, tiny_config
 from lpc.config import apply_overrides
 from lpc.data import load_data
-from lpc.losses import compression_loss
+from lpc.losses import GammaSchedule, compression_loss
 from lpc.model import build_model
 from lpc.train import (TrainForward, _pad_fill, epoch_generators, make_optimizer, resolve_runtime, train,
                        train_epoch)
@@ -102,7 +102,7 @@ def _first_epoch_inputs(tiny_npz, seed, **overrides):
     model = build_model(config, data.in_shape, data.num_classes)
     optimizer, _ = make_optimizer(model, config)
     step = Recorder(TrainForward(model))
-    sums = train_epoch(step, model, data, optimizer, config, gamma=1.0, pad_fill=_pad_fill(data, config), epoch=0)
+    sums = train_epoch(step, model, data, optimizer, config, gamma=GammaSchedule(init=1.0, factor=1.0, max=1.0), pad_fill=_pad_fill(data, config), epoch=0)
     return step.seen, sums
 
 

@@ -59,10 +59,14 @@ class OptimConfig:
 
 @dataclass
 class GammaConfig:
-    init: float = 1e-2  # γ at epoch 0 (Appendix C)
-    factor: float = 1.05  # γ_step: γ is multiplied by this every `every` epochs
+    schedule: str = "paper"  # paper: Appendix C, per epoch | auto: feedback on training confidence (lpc.AutoGamma)
+    init: float = 1e-2  # γ at the start (Appendix C); auto: also γ's floor
+    factor: float = 1.05  # paper: γ_step, γ is multiplied by this every `every` epochs
     max: float = 1e6  # γ_max
-    every: int = 1  # epochs
+    every: int = 1  # paper: epochs between multiplications
+    target: float = 0.9  # auto: set point of the training batches' mean true-class probability
+    width: float = 0.05  # auto: deviation from the target (in probability) at which γ moves at ~3/4 speed
+    ramp: float = 0.5  # auto: at full speed γ climbs from init to max within this fraction of the run's steps
     reduction: str = "sum"  # sum: batch mean of ||z||^2 (Eq. 3) | mean: also divided by the latent width
 
 
@@ -227,6 +231,7 @@ def validate(config: Config) -> None:
     choices = {
         "model.l1_on": (config.model.l1_on, ("weights", "activations")),
         "gamma.reduction": (config.gamma.reduction, ("sum", "mean")),
+        "gamma.schedule": (config.gamma.schedule, ("paper", "auto")),
         "data.pad_value": (config.data.pad_value, ("zero", "mean")),
         "data.name": (config.data.name, ("mnist", "npz", "imagefolder", "cifar10", "cifar100", "svhn")),
     }
@@ -252,6 +257,12 @@ def validate(config: Config) -> None:
     positive("gamma.factor", config.gamma.factor)
     positive("gamma.max", config.gamma.max)
     positive("gamma.every", config.gamma.every)
+    positive("gamma.width", config.gamma.width)
+    positive("gamma.ramp", config.gamma.ramp)
+    if not 0 < config.gamma.target < 1:
+        raise ConfigError(f"gamma.target must be in (0, 1), got {config.gamma.target!r}")
+    if config.gamma.max < config.gamma.init:
+        raise ConfigError(f"gamma.max ({config.gamma.max!r}) is below gamma.init ({config.gamma.init!r})")
     positive("eval.log_every", config.eval.log_every)
     positive("eval.odin_temperature", config.eval.odin_temperature)
     if config.optim.epochs < 1:

@@ -1,4 +1,10 @@
-"""The training objective's extra terms: the compression loss (Eq. 3), the γ schedule and the L1 penalty."""
+"""The training objective's extra terms: the compression loss (Eq. 3), the γ schedules and the L1 penalty.
+
+Both γ schedules share one small interface, so the training loop has no branch for either: before each
+step it reads :meth:`weight` (γ for the loss, on the device), after it calls :meth:`update` with the batch's
+logits and labels, after each epoch :meth:`step`; :attr:`value` is γ as a float for logs, and
+:meth:`state_dict` is the whole state a checkpoint needs.
+"""
 from __future__ import annotations
 
 import math
@@ -67,6 +73,12 @@ class GammaSchedule:
     def step(self) -> None:
         self.epoch += 1
 
+    def weight(self, device: torch.device | None = None) -> float:
+        return self.value
+
+    def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """A pure function of the epoch ignores the batches."""
+
     def state_dict(self) -> dict:
         return {"init": self.init, "factor": self.factor, "max": self.max, "every": self.every, "epoch": self.epoch}
 
@@ -75,6 +87,97 @@ class GammaSchedule:
         self.every, self.epoch = int(state["every"]), int(state["epoch"])
 
 
+class AutoGamma:
+    """A budget-aware, accuracy-safe γ: integral feedback on the training batches' true-class probability.
+
+    After every step, ``log γ += rate · tanh((q − target) / width)``, where q is the batch mean of the softmax
+    probability of the true class, and log γ is kept within [log init, log max]. γ rises while the classifier
+    keeps its training batches at the target confidence and backs off as soon as they fall below it: the
+    compression can never outrun the classifier (in the spirit of GECO, Rezende & Viola 2018).
+
+    Why this controls the right thing: under (W, z) → (cW, z/c) the logits are unchanged while γ||z||² falls
+    by c², so what presses the latents is γ relative to the classifier's scale, γ/r² (r: the norm of its rows).
+    At the balance of Eq. 16, 2γ||z|| ≈ (1 − q) r, so the confidence q of the training batches reads off
+    that pressure whatever the absolute scale. Holding q at ``target`` holds the pressure at the largest
+    value the classifier can sustain; γ itself then climbs exactly as fast as r² grows.
+
+    The budget enters through ``rate = log(max / init) / (ramp · total_steps)``: at full speed γ climbs from
+    ``init`` to ``max`` in the first ``ramp`` of the run, whatever the number of steps per epoch.
+
+    The state lives on the device (no host read per step) and is a small dict for checkpoints. Under DDP,
+    pass ``all_reduce`` (an in-place sum over processes) so every rank sees the global batch and keeps the
+    same γ.
+
+    Examples
+    --------
+    >>> s = AutoGamma(total_steps=100, init=1e-2, max=1e2, target=0.9)
+    >>> logits, y = torch.tensor([[4.0, 0.0], [0.0, 4.0]]), torch.tensor([0, 1])   # q = 0.982 > 0.9
+    >>> for _ in range(100):
+    ...     s.update(logits, y)
+    >>> round(s.value, 1)   # full speed for half the run: γ reached max
+    100.0
+    """
+
+    def __init__(self, total_steps: int, *, init: float = 1e-2, max: float = 1e6, target: float = 0.9,
+                 width: float = 0.05, ramp: float = 0.5, all_reduce=None):
+        for name, value in (("total_steps", total_steps), ("init", init), ("max", max), ("width", width),
+                            ("ramp", ramp)):
+            if not value > 0:
+                raise ValueError(f"AutoGamma: {name} must be positive, got {value!r}")
+        if not 0 < target < 1:
+            raise ValueError(f"AutoGamma: target must be in (0, 1), got {target!r}")
+        if max < init:
+            raise ValueError(f"AutoGamma: max ({max!r}) is below init ({init!r})")
+        self.total_steps, self.init, self.max = int(total_steps), float(init), float(max)
+        self.target, self.width, self.ramp = float(target), float(width), float(ramp)
+        self.rate = math.log(self.max / self.init) / (self.ramp * self.total_steps)
+        self.all_reduce = all_reduce
+        self._log_gamma = torch.tensor(math.log(self.init), dtype=torch.float64)
+
+    @property
+    def value(self) -> float:
+        return math.exp(self._log_gamma.item())
+
+    def weight(self, device: torch.device | None = None) -> torch.Tensor:
+        """γ as a float32 tensor on ``device``, for the loss, without a host read."""
+        if device is not None and self._log_gamma.device != device:
+            self._log_gamma = self._log_gamma.to(device)
+        return self._log_gamma.exp().float()
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """One controller step from a training batch's (undropped, unscaled) logits and labels."""
+        q = logits.detach().float().softmax(dim=1).gather(1, y[:, None])
+        stats = torch.stack([q.sum().double(), q.new_tensor(float(len(q)), dtype=torch.float64)])
+        if self.all_reduce is not None:
+            self.all_reduce(stats)
+        error = (stats[0] / stats[1] - self.target) / self.width
+        log_gamma = self._log_gamma.to(stats.device) + self.rate * torch.tanh(error)
+        self._log_gamma = log_gamma.clamp(math.log(self.init), math.log(self.max))
+
+    def step(self) -> None:
+        """The controller acts per step; nothing happens at the end of an epoch."""
+
+    def state_dict(self) -> dict:
+        return {"total_steps": self.total_steps, "init": self.init, "max": self.max, "target": self.target,
+                "width": self.width, "ramp": self.ramp, "log_gamma": self._log_gamma.item()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.total_steps, self.init, self.max = int(state["total_steps"]), float(state["init"]), float(state["max"])
+        self.target, self.width, self.ramp = float(state["target"]), float(state["width"]), float(state["ramp"])
+        self.rate = math.log(self.max / self.init) / (self.ramp * self.total_steps)
+        device = self._log_gamma.device
+        self._log_gamma = torch.tensor(float(state["log_gamma"]), dtype=torch.float64, device=device)
+
+
 def l1_penalty(module: nn.Linear) -> torch.Tensor:
     """Sum of absolute weights of a linear layer (the NONLIN PEN + L1 head's penalty, bias excluded)."""
     return module.weight.abs().sum()
+
+
+def build_gamma_schedule(config, total_steps: int, *, all_reduce=None) -> GammaSchedule | AutoGamma:
+    """The schedule that ``config`` (a :class:`~lpc.config.GammaConfig`) names, for a run of ``total_steps``."""
+    if config.schedule == "auto":
+        return AutoGamma(total_steps, init=config.init, max=config.max, target=config.target, width=config.width,
+                         ramp=config.ramp, all_reduce=all_reduce)
+    return GammaSchedule(config.init, config.factor, config.max, config.every)

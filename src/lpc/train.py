@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import platform
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ from .data import Dataset, augment, load_data
 from .distributed import (SINGLE, Distributed, all_reduce_sum, barrier, broadcast_from_main, device_for, from_env,
                           process_group)
 from .files import RunFileError, load_torch, read_json, save_torch, write_json, write_jsonl
-from .losses import GammaSchedule, compression_loss
+from .losses import AutoGamma, GammaSchedule, build_gamma_schedule, compression_loss
 from .model import Classifier, build_model
 
 TPT_ACCURACY = 0.999  # onset of the terminal phase of training (Papyan et al. 2020; Appendix C)
+ACCURACY_DROP = 0.05  # a fall of training accuracy below its best that the run log reports (issue #10)
 
 
 class Diverged(RuntimeError):
@@ -193,7 +195,9 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
     layout = torch.channels_last if runtime.channels_last else torch.preserve_format
     model = build_model(config, data.in_shape, data.num_classes).to(device, memory_format=layout)
     optimizer, scheduler = make_optimizer(model, config)
-    gamma = GammaSchedule(config.gamma.init, config.gamma.factor, config.gamma.max, config.gamma.every)
+    reduce = (lambda t: all_reduce_sum(t, where)) if where.enabled else None
+    gamma = build_gamma_schedule(config.gamma, config.optim.epochs * steps_per_epoch(len(data.x_train), config, where),
+                                 all_reduce=reduce)
     history: list[dict[str, Any]] = []
     start_epoch, elapsed_before = 0, 0.0
 
@@ -233,10 +237,10 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
     interrupted = _DeferredInterrupt(enabled=where.world_size == 1)
     try:
         for epoch in bar:
-            gamma_now = gamma.value if model.head.uses_compression else 0.0
             lr_now = optimizer.param_groups[0]["lr"]
-            sums = train_epoch(step_model, model, data, optimizer, config, gamma=gamma_now, pad_fill=pad_fill,
+            sums = train_epoch(step_model, model, data, optimizer, config, gamma=gamma, pad_fill=pad_fill,
                                epoch=epoch, where=where)
+            gamma_now = gamma.value if model.head.uses_compression else 0.0  # at the epoch's last step
             scheduler.step()
             gamma.step()
             done = epoch + 1
@@ -249,7 +253,7 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
                 if where.is_main:
                     try:
                         record = {"epoch": done, "gamma": gamma_now, "lr": lr_now, **losses,
-                                  **evaluate(model, data, config)}
+                                  **_pressure(model, gamma_now), **evaluate(model, data, config)}
                         _check_finite(record, done, gamma_now, lr_now)
                     except Diverged as error:
                         verdict = str(error)
@@ -258,6 +262,11 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
                     raise Diverged(verdict)
                 if where.is_main:
                     history.append(record)
+                    drop = accuracy_drop(history)
+                    if drop is not None and drop["epoch"] == done:  # said once: at the evaluation that shows it
+                        _log(f"lpc: training accuracy fell to {drop['train_accuracy']:.4f} at epoch {done}, more than "
+                             f"{ACCURACY_DROP:.0%} below its best {drop['best_train_accuracy']:.4f} (epoch "
+                             f"{drop['best_epoch']}), while gamma rose to {drop['gamma']:.4g}", bar)
                 if writer is not None:
                     write_jsonl(writer / "history.jsonl", history)
                     checkpoint(done)
@@ -308,14 +317,21 @@ class _DeferredInterrupt:
             self._previous = None
 
 
+def steps_per_epoch(n_train: int, config: Config, where: Distributed = SINGLE) -> int:
+    """Optimizer steps in one epoch of :func:`train_epoch` (a last batch too small for BatchNorm is dropped)."""
+    full, last = divmod(n_train, config.optim.batch_size)
+    return max(1, full + (last >= 2 * where.world_size))
+
+
 def train_epoch(step_model: nn.Module, model: Classifier, data: Dataset, optimizer: torch.optim.Optimizer,
-                config: Config, *, gamma: float, pad_fill: torch.Tensor | float, epoch: int,
+                config: Config, *, gamma: GammaSchedule | AutoGamma, pad_fill: torch.Tensor | float, epoch: int,
                 where: Distributed = SINGLE, max_steps: int | None = None) -> dict[str, float]:
-    """One epoch of training (or its first ``max_steps`` steps); returns the summed losses and the step count.
+    """One epoch of training (or its first ``max_steps`` steps); returns the mean losses' sums and the step count.
 
     Every step takes the next ``optim.batch_size`` indices of the epoch's permutation (this rank's shard of
     them under DDP), augments the batch on the device and minimises CE + γ||z||^2 (IB heads) + the head's
-    penalty. Nothing reads a value back to the host until the epoch ends: the losses are summed on the device.
+    penalty, then lets the γ schedule see the batch. Nothing reads a value back to the host until the epoch
+    ends: the losses and the mean true-class probability are summed on the device.
     """
     model.train()
     x, y = data.x_train, data.y_train
@@ -323,7 +339,7 @@ def train_epoch(step_model: nn.Module, model: Classifier, data: Dataset, optimiz
     order_generator, augment_generator = epoch_generators(config.seed, epoch, where.rank, x.device)
     torch.manual_seed(_mix(config.seed, epoch, where.rank, 2))  # dropout: its own masks per rank and epoch
     order = torch.randperm(len(x), device=x.device, generator=order_generator)
-    totals = torch.zeros(3, device=x.device, dtype=torch.float64)
+    totals = torch.zeros(4, device=x.device, dtype=torch.float64)
     batches = 0
     for start in range(0, len(x), b):
         if max_steps is not None and batches >= max_steps:
@@ -337,15 +353,18 @@ def train_epoch(step_model: nn.Module, model: Classifier, data: Dataset, optimiz
         logits, z = step_model(xb)
         ce = F.cross_entropy(logits.float(), y[idx])
         compress = compression_loss(z, config.gamma.reduction) if model.head.uses_compression else ce.new_zeros(())
-        loss = ce + gamma * compress + model.head.penalty(z)
+        loss = ce + gamma.weight(x.device) * compress + model.head.penalty(z)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        gamma.update(logits, y[idx])
+        true_class_prob = logits.detach().float().softmax(1).gather(1, y[idx, None]).mean()
         # accumulated on the device: one host sync per epoch, not per step
-        totals += torch.stack([ce.detach(), compress.detach(), loss.detach()]).double()
+        totals += torch.stack([ce.detach(), compress.detach(), loss.detach(), true_class_prob]).double()
         batches += 1
     values = (all_reduce_sum(totals, where) / where.world_size).tolist()  # mean over ranks
-    return {"loss_ce": values[0], "loss_compression": values[1], "loss_total": values[2], "batches": batches}
+    return {"loss_ce": values[0], "loss_compression": values[1], "loss_total": values[2],
+            "true_class_prob": values[3], "batches": batches}
 
 
 def _match_layout(optimizer: torch.optim.Optimizer) -> None:
@@ -397,13 +416,47 @@ def _subsample(n: int, limit: int, seed: int) -> torch.Tensor | slice:
     return torch.randperm(n, generator=generator)[:limit].sort().values
 
 
+def _pressure(model: Classifier, gamma: float) -> dict[str, float]:
+    """The classifier's scale r (mean norm of its weight rows) and the pressure γ/r² on the latents.
+
+    Under (W, z) → (cW, z/c) the logits are unchanged and γ||z||² falls by c²: what the compression term
+    does depends on γ relative to r², not on γ alone (see :class:`lpc.losses.AutoGamma`).
+    """
+    scale = model.head.classifier.weight.detach().double().norm(dim=1).mean().item()
+    return {"classifier_scale": scale, "pressure": gamma / scale ** 2}
+
+
+def accuracy_drop(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The first evaluation at which training accuracy lies more than :data:`ACCURACY_DROP` below its best so
+    far while γ is higher than it was at that best (the compression outran the classifier), or None."""
+    best = None
+    for record in history:
+        if best is not None and record["train_accuracy"] < best["train_accuracy"] - ACCURACY_DROP \
+                and record["gamma"] > best["gamma"]:
+            return {"epoch": record["epoch"], "gamma": record["gamma"], "train_accuracy": record["train_accuracy"],
+                    "best_epoch": best["epoch"], "best_train_accuracy": best["train_accuracy"]}
+        if best is None or record["train_accuracy"] > best["train_accuracy"]:
+            best = record
+    return None
+
+
+def _log(message: str, bar=None) -> None:
+    """One line to the run's log (stderr; a study worker's run.log), above the progress bar when there is one."""
+    if hasattr(bar, "write"):
+        bar.write(message, file=sys.stderr)
+    else:
+        print(message, file=sys.stderr, flush=True)
+
+
 def _final_summary(model, data, config, history, device) -> dict[str, Any]:
     last = history[-1]
     tpt = next((r["epoch"] for r in history if r["train_accuracy"] >= TPT_ACCURACY), None)
     # "lr" and "gamma" in the summary name the run; their values in the last epoch get their own keys
     summary = {k: v for k, v in last.items() if k not in ("epoch", "lr", "gamma")}
+    drop = accuracy_drop(history)
     summary.update({"epochs": config.optim.epochs, "tpt_epoch": tpt, "gamma_final": last["gamma"],
-                    "lr_final": last["lr"]})
+                    "lr_final": last["lr"], "gamma_schedule": config.gamma.schedule,
+                    "accuracy_drop_epoch": drop and drop["epoch"], "accuracy_drop_gamma": drop and drop["gamma"]})
     summary.update(final_metrics(model, data, config))
     _check_finite(summary, last["epoch"], last["gamma"], last["lr"])
     return summary
