@@ -177,3 +177,10 @@ def test_embedded_default_ib_keeps_accuracy_while_collapsing(tmp_path):
     within = np.mean([z[y == c].var(0).sum() for c in range(10)])
     between = np.array([z[y == c].mean(0) for c in range(10)]).var(0).sum()
     assert within < 0.2 * between and math.isfinite(within)
+
+
+def test_lpc_train_stays_callable_after_its_module_is_imported(tmp_path, tiny_npz):
+    import lpc
+    import lpc.train  # noqa: F401  rebinds the package attribute to the module
+    summary = lpc.train(tiny_config(**{"data.path": str(tiny_npz), "optim.epochs": 1}), tmp_path / "run", progress=False)
+    assert summary["status"] == "finished" and (tmp_path / "run" / "summary.json").exists()

@@ -11,6 +11,7 @@ import signal
 import sys
 import threading
 import time
+import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -559,3 +560,14 @@ def _progress(epochs: range, config: Config, enabled: bool):
     from tqdm.auto import tqdm
     return tqdm(epochs, total=config.optim.epochs, initial=epochs.start, desc=f"{config.model.head}", unit="epoch",
                 dynamic_ncols=True, leave=True)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing this module rebinds the package attribute ``lpc.train`` (the function) to the module; calling
+    the module still trains, so ``lpc.train(config, out)`` works whatever was imported before."""
+
+    def __call__(self, *args, **kwargs) -> dict[str, Any]:
+        return train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule
