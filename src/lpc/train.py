@@ -266,7 +266,7 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
                     drop = accuracy_drop(history)
                     if drop is not None and drop["epoch"] == done:  # said once: at the evaluation that shows it
                         _log(f"lpc: training accuracy fell to {drop['train_accuracy']:.4f} at epoch {done}, more than "
-                             f"{ACCURACY_DROP:.0%} below its best {drop['best_train_accuracy']:.4f} (epoch "
+                             f"{100 * ACCURACY_DROP:g} points below its best {drop['best_train_accuracy']:.4f} (epoch "
                              f"{drop['best_epoch']}), while gamma rose to {drop['gamma']:.4g}", bar)
                 if writer is not None:
                     write_jsonl(writer / "history.jsonl", history)
