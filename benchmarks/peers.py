@@ -172,7 +172,7 @@ def robustness_rows(name, model, config, x, bounds, fb, seconds):
 
     # lpc train's cheaper settings, passed as lpc.train passes them to robustness_summary
     settings = {"defaults": {}, "train settings": {"steps": e.pgd_steps, "restarts": e.pgd_restarts,
-                                                   "search_steps": e.pgd_search_steps}}
+                                                   "search_steps": e.pgd_search_steps, "per_round": e.pgd_per_round}}
     for label, kwargs in settings.items():
         out, seconds[f"lpc pgd ({label})"] = timed(pgd_l2_radius, model, x, seed=config.seed, **kwargs)
         ratio = out.radius / best

@@ -278,7 +278,7 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
                 if writer is not None and done not in evaluate_at:
                     checkpoint(done)  # data order and dropout are functions of (seed, epoch): any epoch resumes exactly
                 raise KeyboardInterrupt
-        summary = _final_summary(model, data, config, history, device) if where.is_main else {}
+        summary = _final_summary(model, data, config, history, device, progress=progress) if where.is_main else {}
         summary["status"], summary["reason"] = "finished", None
     except Diverged as error:
         summary = {"status": "diverged", "reason": str(error), "epochs_completed": len(history)}
@@ -449,7 +449,7 @@ def _log(message: str, bar=None) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
-def _final_summary(model, data, config, history, device) -> dict[str, Any]:
+def _final_summary(model, data, config, history, device, progress: bool = False) -> dict[str, Any]:
     last = history[-1]
     tpt = next((r["epoch"] for r in history if r["train_accuracy"] >= TPT_ACCURACY), None)
     # "lr" and "gamma" in the summary name the run; their values in the last epoch get their own keys
@@ -458,21 +458,54 @@ def _final_summary(model, data, config, history, device) -> dict[str, Any]:
     summary.update({"epochs": config.optim.epochs, "tpt_epoch": tpt, "gamma_final": last["gamma"],
                     "lr_final": last["lr"], "gamma_schedule": config.gamma.schedule,
                     "accuracy_drop_epoch": drop and drop["epoch"], "accuracy_drop_gamma": drop and drop["gamma"]})
-    summary.update(final_metrics(model, data, config))
+    summary.update(final_metrics(model, data, config, progress=progress))
     _check_finite(summary, last["epoch"], last["gamma"], last["lr"])
     return summary
 
 
-def final_metrics(model: Classifier, data: Dataset, config: Config) -> dict[str, Any]:
-    """Reliability (misclassification and OOD AUROCs) and robustness scores, as ``config.eval`` switches them."""
+def final_metrics(model: Classifier, data: Dataset, config: Config, *, progress: bool = False) -> dict[str, Any]:
+    """Reliability (misclassification and OOD AUROCs) and robustness scores, as ``config.eval`` switches them.
+
+    With ``progress`` each phase (AUROCs, DeepFool, PGD-L2, bisection, Lipschitz) shows a progress bar when
+    stderr is a terminal and writes one line with its duration to stderr (a study worker's ``run.log``).
+    """
+    phase = _phases(progress)
     values: dict[str, Any] = {}
     model.eval()
     if config.eval.reliability:
-        outputs = {s: predict(model, data, s) for s in ("train", "test")}
-        values.update(_reliability(model, data, config, outputs))
+        with phase("AUROCs", 2) as advance:
+            outputs = {s: predict(model, data, s) for s in ("train", "test")}
+            advance(1)
+            values.update(_reliability(model, data, config, outputs))
+            advance(1)
     if config.eval.robustness:
-        values.update(_robustness(model, data, config))
+        values.update(_robustness(model, data, config, phase))
     return values
+
+
+def _phases(enabled: bool):
+    """``phase(name, total)``: a context manager around one phase of the final evaluation, yielding ``advance(n)``.
+
+    Enabled, it draws a tqdm bar (with the time left) when stderr is a terminal -- never into a study worker's
+    log file -- and writes ``lpc: <name> took <s> s`` to stderr when the phase ends.
+    """
+    import contextlib
+
+    @contextlib.contextmanager
+    def phase(name: str, total: int):
+        if not enabled:
+            yield lambda n: None
+            return
+        from tqdm.auto import tqdm
+        bar = tqdm(total=total, desc=name, leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
+        started = time.perf_counter()
+        try:
+            yield bar.update
+        finally:
+            bar.close()
+        _log(f"lpc: {name} took {time.perf_counter() - started:.1f} s", bar)
+
+    return phase
 
 
 def _reliability(model, data, config, outputs) -> dict[str, Any]:
@@ -501,14 +534,14 @@ def ood_inputs(data: Dataset, seed: int) -> torch.Tensor:
     return flat[:, permutation].reshape(x.shape)
 
 
-def _robustness(model, data, config) -> dict[str, Any]:
+def _robustness(model, data, config, phase=None) -> dict[str, Any]:
     from .metrics.robustness import robustness_summary
 
     e = config.eval
     x = data.normalize(data.x_test)
     return robustness_summary(model, x, n=e.robustness_inputs, seed=config.seed, overshoot=e.deepfool_overshoot,
                               max_iter=e.deepfool_max_iter, pgd_steps=e.pgd_steps, pgd_restarts=e.pgd_restarts,
-                              pgd_search_steps=e.pgd_search_steps)
+                              pgd_search_steps=e.pgd_search_steps, pgd_per_round=e.pgd_per_round, progress=phase)
 
 
 def _check_finite(record: dict[str, Any], epoch: int, gamma: float, lr: float) -> None:
