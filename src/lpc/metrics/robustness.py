@@ -3,9 +3,9 @@
 The paper's robustness score (Table 2, central column; Sec. 3.2) is the DeepFool
 perturbation norm divided by the input norm, averaged over 100 random test inputs
 (Moosavi-Dezfooli et al., 2016). DeepFool is a linearisation, so this module also
-measures two independent upper bounds on the minimal adversarial radius (a PGD-L2
-attack inside a binary search over the radius, and a gradient-free bisection along
-fixed directions) and the local Lipschitz constant the paper links robustness to
+measures two independent upper bounds on the minimal adversarial radius (targeted
+PGD-L2 attacks inside a per-input search over the radius, and a gradient-free bisection
+along fixed directions) and the local Lipschitz constant the paper links robustness to
 (Eq. 4).
 
 Sign conventions
