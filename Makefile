@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The paper's ablation on the embedded digits: 8 heads x 1 lr x 3 seeds x 50 epochs, report in studies/mnist/
-# Runs of this small MLP are fastest as one single-threaded worker per core (~7 min on 2 cores).
+# Runs of this small MLP are fastest as one single-threaded worker per core (~5 min on 2 cores, 7 when the machine is busy).
 demo: $(STAMP)
 	$(BIN)/lpc study --config configs/mnist.yaml --out studies/mnist --workers $$(nproc) --threads 1
 
