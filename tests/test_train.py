@@ -189,3 +189,14 @@ def test_lpc_train_stays_callable_after_its_module_is_imported(tmp_path, tiny_np
     import lpc.train  # noqa: F401  rebinds the package attribute to the module
     summary = lpc.train(tiny_config(**{"data.path": str(tiny_npz), "optim.epochs": 1}), tmp_path / "run", progress=False)
     assert summary["status"] == "finished" and (tmp_path / "run" / "summary.json").exists()
+
+
+def test_final_evaluation_logs_each_phase_once(tmp_path, tiny_npz, capsys):
+    config = tiny_config(**{"data.path": str(tiny_npz), "optim.epochs": 2, "eval.geometry": True,
+                            "eval.reliability": True, "eval.robustness": True, "eval.robustness_inputs": 8})
+    train(config, tmp_path / "run", progress=True)
+    logged = capsys.readouterr().err
+    for phase in ("accuracies, geometry, entropy", "AUROCs", "DeepFool", "PGD-L2", "bisection", "Lipschitz"):
+        assert logged.count(f"lpc: {phase} took") == 1, (phase, logged[-2000:])
+    train(config, tmp_path / "quiet", progress=False)
+    assert "took" not in capsys.readouterr().err

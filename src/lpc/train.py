@@ -253,8 +253,12 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
                 verdict = None  # rank 0 evaluates the full splits; the other ranks wait for its verdict
                 if where.is_main:
                     try:
-                        record = {"epoch": done, "gamma": gamma_now, "lr": lr_now, **losses,
-                                  **_pressure(model, gamma_now), **evaluate(model, data, config)}
+                        # the last evaluation is the final one's first phase: accuracies, geometry and entropy
+                        last = _phases(progress and done == config.optim.epochs)
+                        with last("accuracies, geometry, entropy", 1) as advance:
+                            record = {"epoch": done, "gamma": gamma_now, "lr": lr_now, **losses,
+                                      **_pressure(model, gamma_now), **evaluate(model, data, config)}
+                            advance(1)
                         _check_finite(record, done, gamma_now, lr_now)
                     except Diverged as error:
                         verdict = str(error)
