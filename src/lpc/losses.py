@@ -40,6 +40,12 @@ def compression_loss(z: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     return per_sample.mean()
 
 
+@torch.no_grad()
+def true_class_probability(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """softmax(logits)[i, y_i] per sample, in float32 (the confidence :class:`AutoGamma` steers by)."""
+    return logits.detach().float().softmax(dim=1).gather(1, y[:, None]).squeeze(1)
+
+
 class GammaSchedule:
     """γ after e epochs: min(init * factor^floor(e / every), max) (Appendix C).
 
@@ -147,7 +153,7 @@ class AutoGamma:
     @torch.no_grad()
     def update(self, logits: torch.Tensor, y: torch.Tensor) -> None:
         """One controller step from a training batch's (undropped, unscaled) logits and labels."""
-        q = logits.detach().float().softmax(dim=1).gather(1, y[:, None])
+        q = true_class_probability(logits, y)
         stats = torch.stack([q.sum().double(), q.new_tensor(float(len(q)), dtype=torch.float64)])
         if self.all_reduce is not None:
             self.all_reduce(stats)

@@ -27,7 +27,7 @@ from .data import Dataset, augment, load_data
 from .distributed import (SINGLE, Distributed, all_reduce_sum, barrier, broadcast_from_main, device_for, from_env,
                           process_group)
 from .files import RunFileError, load_torch, read_json, save_torch, write_json, write_jsonl
-from .losses import AutoGamma, GammaSchedule, build_gamma_schedule, compression_loss
+from .losses import AutoGamma, GammaSchedule, build_gamma_schedule, compression_loss, true_class_probability
 from .model import Classifier, build_model
 
 TPT_ACCURACY = 0.999  # onset of the terminal phase of training (Papyan et al. 2020; Appendix C)
@@ -363,7 +363,7 @@ def train_epoch(step_model: nn.Module, model: Classifier, data: Dataset, optimiz
         loss.backward()
         optimizer.step()
         gamma.update(logits, y[idx])
-        true_class_prob = logits.detach().float().softmax(1).gather(1, y[idx, None]).mean()
+        true_class_prob = true_class_probability(logits, y[idx]).mean()
         # accumulated on the device: one host sync per epoch, not per step
         totals += torch.stack([ce.detach(), compress.detach(), loss.detach(), true_class_prob]).double()
         batches += 1
