@@ -26,7 +26,7 @@ def test_paper_configs_carry_appendix_c(name):
     assert c.gamma.init == 1e-2 and c.gamma.factor == paper["gamma_factor"] and c.gamma.max == paper["gamma_max"]
     assert c.optim.lrs == pytest.approx([1e-4 * 2 ** k for k in range(5)])
     assert (c.optim.lr_decay_start, c.optim.lr_decay_every, c.optim.lr_decay_factor) == (250, 50, 0.5)
-    assert c.optim.classifier_lr_mult == 1.0
+    assert c.optim.classifier_lr_mult == 1.0 and c.optim.classifier_lr_scaling == "none"
     assert c.data.flip is True and c.data.crop_padding == 4 and c.data.noise_std == 0.01
     assert c.model.dropout == 0.5 and c.model.l1_weight == 1e-4
     assert c.eval.robustness_inputs == 100 and c.eval.entropy_k == 100 and c.eval.odin_temperature == 100
@@ -40,7 +40,7 @@ def test_mnist_config_builds_and_documents_each_change():
     text = (CONFIGS / "mnist.yaml").read_text()
     c = load_config(CONFIGS / "mnist.yaml")
     assert c.data.name == "mnist" and c.data.flip is False
-    for key in ("epochs:", "factor:", "max:", "classifier_lr_mult:", "backbone:"):
+    for key in ("epochs:", "factor:", "max:", "init:", "classifier_lr_mult:", "classifier_lr_scaling:", "backbone:"):
         line = next(l for l in text.splitlines() if l.strip().startswith(key))
         assert "#" in line, f"mnist.yaml should say why '{key}' differs from the paper"
 

@@ -39,6 +39,18 @@ def test_classifier_lr_stays_fixed_while_the_rest_halves():
     assert [c for _, c in seen] == pytest.approx([0.3] * 10)
 
 
+@pytest.mark.parametrize("head, fan_in", [("ib", 4), ("narrow_ib", 2), ("wide_ib", 16), ("no_pen", 16), ("lin_pen", 4)])
+def test_fan_in_scaling_gives_each_classifier_lr_times_sqrt_backbone_width_over_fan_in(head, fan_in):
+    config = tiny_config(**{"optim.lr": 0.1, "optim.classifier_lr_mult": 3.0, "optim.classifier_lr_scaling": "fan_in",
+                            "model.head": head})
+    model = build_model(config, (6,), 3)
+    assert model.head.classifier.in_features == fan_in
+    optimizer, _ = make_optimizer(model, config)
+    # the backbone (mlp_hidden [16]) gives 16 features
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(0.1 * 3.0 * math.sqrt(16 / fan_in))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
 def test_paper_schedule_halves_at_250_and_every_50():
     config = tiny_config(**{"optim.lr": 1.0, "optim.lr_decay_start": 250, "optim.lr_decay_every": 50, "optim.epochs": 800})
     optimizer, scheduler = make_optimizer(build_model(config, (6,), 3), config)

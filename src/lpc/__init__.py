@@ -2,12 +2,12 @@
 __version__ = "0.1.0"
 
 from .config import Config, ConfigError, load_config  # noqa: E402
-from .heads import HEADS, Head, IBHead, build_head  # noqa: E402
+from .heads import HEADS, Head, IBHead, build_head, classifier_lr_scale  # noqa: E402
 from .losses import AutoGamma, GammaSchedule, compression_loss  # noqa: E402
 from .model import Classifier, build_model  # noqa: E402
 
-__all__ = ["Config", "ConfigError", "load_config", "HEADS", "Head", "IBHead", "build_head", "GammaSchedule", "AutoGamma",
-           "compression_loss", "Classifier", "build_model", "train", "load_run"]
+__all__ = ["Config", "ConfigError", "load_config", "HEADS", "Head", "IBHead", "build_head", "classifier_lr_scale",
+           "GammaSchedule", "AutoGamma", "compression_loss", "Classifier", "build_model", "train", "load_run"]
 
 
 def train(config, out_dir=None, **kwargs):

@@ -55,6 +55,7 @@ class OptimConfig:
     lr_decay_every: int = 50  # epochs between halvings
     lr_decay_factor: float = 0.5
     classifier_lr_mult: float = 1.0  # the final classifier's lr = lr * this, and it never decays
+    classifier_lr_scaling: str = "none"  # none | fan_in: the classifier's lr also × sqrt(backbone width / its fan-in)
 
 
 @dataclass
@@ -252,6 +253,7 @@ def validate(config: Config) -> None:
     for i, lr in enumerate(config.optim.lrs):
         positive(f"optim.lrs[{i}]", lr)
     positive("optim.classifier_lr_mult", config.optim.classifier_lr_mult)
+    check_choice("optim.classifier_lr_scaling", config.optim.classifier_lr_scaling, ("none", "fan_in"))
     positive("optim.lr_decay_factor", config.optim.lr_decay_factor)
     positive("optim.lr_decay_every", config.optim.lr_decay_every)
     positive("gamma.init", config.gamma.init)

@@ -1,6 +1,7 @@
 """The IB head and the paper's eight ablation heads (Table 3), one configurable class registered by name."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -58,6 +59,7 @@ class Head(nn.Module):
         self.classifier = nn.Linear(latent_dim or in_features, num_classes)
         self.uses_compression = compression
         self.l1_weight, self.l1_on = float(l1_weight), l1_on
+        self.in_features = in_features
         self.latent_dim = latent_dim or in_features
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,6 +88,21 @@ class IBHead(Head):
 
     def __init__(self, in_features: int, num_classes: int, latent_dim: int):
         super().__init__(in_features, num_classes, latent_dim=latent_dim, linear=True, compression=True)
+
+
+def classifier_lr_scale(head: Head) -> float:
+    """sqrt(backbone width / classifier fan-in): the classifier lr factor that lets any head's classifier grow
+    its scale as fast as one on the backbone features (no_pen's) would.
+
+    Adam moves every weight by about lr per step whatever its gradient, so a classifier row's norm r can grow
+    by about lr·sqrt(fan-in) per step. Behind an 8-wide layer on 256 backbone features, r grows sqrt(32) = 5.7
+    times slower than no_pen's, and r sets both the confidence the head can reach in a short run and the
+    pressure γ/r² its latents can bear. 1 for heads without a penultimate layer and for WIDE IB.
+
+    >>> classifier_lr_scale(IBHead(512, 10, 8))
+    8.0
+    """
+    return math.sqrt(head.in_features / head.classifier.in_features)
 
 
 def build_head(name: str, in_features: int, num_classes: int, widths: WidthsConfig | dict | None = None, *,

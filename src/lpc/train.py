@@ -27,6 +27,7 @@ from .data import Dataset, augment, load_data
 from .distributed import (SINGLE, Distributed, all_reduce_sum, barrier, broadcast_from_main, device_for, from_env,
                           process_group)
 from .files import RunFileError, load_torch, read_json, save_torch, write_json, write_jsonl
+from .heads import classifier_lr_scale
 from .losses import AutoGamma, GammaSchedule, build_gamma_schedule, compression_loss, true_class_probability
 from .model import Classifier, build_model
 
@@ -47,17 +48,20 @@ def resolve_device(name: str) -> torch.device:
 def make_optimizer(model: Classifier, config: Config) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW with two groups: the final classifier (lr × classifier_lr_mult, never decayed) and the rest.
 
-    The rest is halved (``lr_decay_factor``) every ``lr_decay_every`` epochs from ``lr_decay_start`` on;
-    the paper keeps the last linear classifier out of that schedule (Appendix C).
+    With ``classifier_lr_scaling: fan_in`` the classifier's lr is also multiplied by
+    :func:`~lpc.heads.classifier_lr_scale` (sqrt(backbone width / classifier fan-in)). The rest is halved
+    (``lr_decay_factor``) every ``lr_decay_every`` epochs from ``lr_decay_start`` on; the paper keeps the last
+    linear classifier out of that schedule (Appendix C).
     """
     o = config.optim
+    mult = o.classifier_lr_mult * (classifier_lr_scale(model.head) if o.classifier_lr_scaling == "fan_in" else 1.0)
     classifier = list(model.head.classifier.parameters())
     ids = {id(p) for p in classifier}
     rest = [p for p in model.parameters() if id(p) not in ids]
     # on CUDA one fused kernel updates every parameter (instead of several launches per tensor)
     fused = {"fused": True} if all(p.is_cuda for p in model.parameters()) else {}
     optimizer = torch.optim.AdamW(
-        [{"params": rest, "lr": o.lr}, {"params": classifier, "lr": o.lr * o.classifier_lr_mult}],
+        [{"params": rest, "lr": o.lr}, {"params": classifier, "lr": o.lr * mult}],
         lr=o.lr, weight_decay=o.weight_decay, **fused)
 
     def decayed(epoch: int) -> float:
