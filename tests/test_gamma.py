@@ -1,5 +1,6 @@
 """The γ schedules: the paper's per-epoch ramp and the feedback controller (``gamma.schedule: auto``), alone and in
 the training loop: analytic trajectories, budget scaling, checkpoint round trips, DDP agreement, diagnostics."""
+import doctest
 import json
 import math
 
@@ -8,6 +9,8 @@ import torch
 
 from conftest import tiny_config
 from lpc import AutoGamma, GammaSchedule
+import lpc.heads
+import lpc.losses
 from lpc.losses import build_gamma_schedule
 import lpc.train as loop
 from lpc.data import load_data
@@ -188,3 +191,9 @@ def test_a_collapsing_paper_run_is_logged_once_and_recorded(tmp_path, tiny_npz, 
     assert summary["accuracy_drop_gamma"] == expected["gamma"]
     logged = capsys.readouterr().err
     assert logged.count("training accuracy fell") == 1 and f"epoch {expected['epoch']}" in logged
+
+
+@pytest.mark.parametrize("module", [lpc.losses, lpc.heads], ids=lambda m: m.__name__)
+def test_docstring_examples_run(module):
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0
