@@ -3,6 +3,7 @@
     python benchmarks/schedules.py                      # 3 datasets x 3 budgets x 3 schedules + no_pen, 2 seeds
     python benchmarks/schedules.py --budgets 1 --seeds 1 --datasets digits-1k   # one cell, quickly
     python benchmarks/schedules.py --schedules auto,auto+gamma.init=0.01 --compact  # a variant of auto
+    python benchmarks/schedules.py --schedules auto+model.head=lin_pen      # another head in IB's place
 
 Does a γ schedule keep the IB head's accuracy, and does it collapse the latents, on data and budgets it was not
 tuned on? Every run uses configs/mnist.yaml unchanged except for the data, the head, ``gamma.schedule`` and the
@@ -123,14 +124,14 @@ def run_config(head: str, schedule: str, budget: float, seed: int):
     base = load_config(CONFIG)
     o = base.optim
     scaled = lambda epochs: max(1, round(epochs * budget))  # noqa: E731
-    name, *changes = schedule.split("+")  # a variant: auto+gamma.init=0.01+optim.classifier_lr_scaling=none
+    # a variant changes the config last: auto+gamma.init=0.01, or auto+model.head=lin_pen for another head
+    name, *changes = schedule.split("+")
     return apply_overrides(base, {
-        **SCHEDULES.get(name, {}), **dict(parse_override(c) for c in changes), "model.head": head, "seed": seed,
-        "optim.lr": o.lrs[0],
+        **SCHEDULES.get(name, {}), "model.head": head, "seed": seed, "optim.lr": o.lrs[0],
         "optim.epochs": scaled(o.epochs), "optim.lr_decay_start": scaled(o.lr_decay_start),
         "optim.lr_decay_every": scaled(o.lr_decay_every), "eval.log_every": scaled(base.eval.log_every),
         "eval.entropy": False, "eval.reliability": False, "eval.robustness": False, "eval.save_latents": False,
-        "device": "cpu"})
+        "device": "cpu", **dict(parse_override(c) for c in changes)})
 
 
 def _one(job: tuple[str, str, str, float, int]) -> dict:
@@ -185,6 +186,11 @@ def table(rows: list[dict], steps: dict[str, int], schedules: list[str]) -> list
     return lines
 
 
+def _compact_entry(c: dict) -> str:
+    ratio = c["nc1"] / c["nc10"]
+    return f"{c['acc'] - c['acc0']:+.1f} / {ratio:.{2 if ratio < 10 else 0}f}" + ("" if c["ok"] else " ✗")
+
+
 def compact_table(rows: list[dict], schedules: list[str]) -> list[str]:
     """One line per schedule, one column per (dataset, budget): IB's accuracy gain over no_pen in points and
     its NC1 as a fraction of no_pen's; ✗ marks a cell that misses issue 10's bar."""
@@ -194,11 +200,7 @@ def compact_table(rows: list[dict], schedules: list[str]) -> list[str]:
              "|" + "---|" * (len(cells) + 2)]
     for schedule in schedules:
         found = [_cell(rows, dataset, budget, schedule) for dataset, budget in cells]
-        entries = []
-        for c in found:
-            ratio = c["nc1"] / c["nc10"] if c else 0
-            entries.append(f"{c['acc'] - c['acc0']:+.1f} / {ratio:.{2 if ratio < 10 else 0}f}" + ("" if c["ok"] else " ✗")
-                           if c else "")
+        entries = [_compact_entry(c) if c else "" for c in found]
         passed = sum(c["ok"] for c in found if c)
         lines.append(f"| {schedule} | " + " | ".join(entries) + f" | {passed}/{sum(c is not None for c in found)} |")
     return lines
