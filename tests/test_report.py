@@ -12,7 +12,8 @@ import pytest
 from scipy import stats
 
 from lpc.cli import main
-from lpc.report import MISSING, build_report, claim_verdict, format_mean_std
+from lpc.report import (MISSING, NO_SEPARATION, OVERSTATES, PAPER_MEASURE, build_report, claim_verdict,
+                        format_mean_std, format_p, masking_verdict)
 from lpc.study import RunSpec, collect_results, write_results
 
 HEADS = ["ib", "no_pen", "lin_pen"]
@@ -28,8 +29,11 @@ def synthetic_study(root: Path, *, files: bool = True, new_keys: bool = True) ->
     the better test accuracy; lin_pen diverges at both lrs for seeds 1 and 2 (so n = 1). With ``files``, the
     runs also have history.jsonl (accuracy and geometry curves, and γ diagnostics for ib) and latents.npz
     (ib: 4 nodes on a hypercube; lin_pen 4 nodes, no_pen 20 backbone features). ``new_keys=False`` leaves out
-    what older lpc versions did not write (scale-free collapse, γ diagnostics, accuracy drops). Returns the
-    planted values of the runs that must be selected, per head and metric."""
+    what older lpc versions did not write (scale-free collapse, γ diagnostics, accuracy drops). ib's binarity σ̄
+    meets the two-point criterion (≤ 0.1), the baselines' does not; ib's DeepFool radius is ×40–80 no_pen's,
+    but 100–140 times its own PGD-L2 radius (masking), so that its PGD-L2 radius lies below no_pen's, whose
+    DeepFool radius is 1–1.1 times its PGD-L2 radius. Returns the planted values of the runs that must be
+    selected, per head and metric."""
     rng = np.random.default_rng(1)
     planted: dict = {h: {} for h in HEADS}
     for head in HEADS:
@@ -41,19 +45,23 @@ def synthetic_study(root: Path, *, files: bool = True, new_keys: bool = True) ->
                     summary = {"status": "diverged", "reason": f"loss became nan at epoch 7 (seed {seed})"}
                 else:
                     offset = {"ib": 0.0, "no_pen": -0.05, "lin_pen": -0.1}[head]
+                    deepfool = rng.uniform(0.6, 0.8) if head == "ib" else rng.uniform(0.01, 0.015)
+                    masking = rng.uniform(100, 140) if head == "ib" else rng.uniform(1.0, 1.1)
                     summary = {"status": "finished", "reason": None, "tpt_epoch": 10 + 5 * seed,
                                "train_accuracy": 1.0, "val_accuracy": 0.9 if lr == 0.001 else 0.8,
                                "test_accuracy": 0.85 + offset + 0.01 * rng.normal() + (0.05 if lr == 0.002 else 0),
                                "sigma_w_train": 10 ** rng.uniform(-13, -11) if "ib" in head else rng.uniform(0.1, 1),
                                "norm_coeff_var_train": rng.uniform(0.01, 0.2), "entropy_train": rng.normal(-80, 2),
-                               "robustness_deepfool": rng.uniform(0.6, 0.8) if head == "ib" else rng.uniform(0.01, 0.015),
-                               "robustness_pgd_l2": rng.uniform(0.1, 0.5), "robustness_bisection": rng.uniform(0.1, 0.5),
+                               "robustness_deepfool": deepfool, "robustness_pgd_l2": deepfool / masking,
+                               "robustness_bisection": rng.uniform(0.1, 0.5),
                                "deepfool_flip_rate": 1.0, "auroc_mahalanobis": rng.uniform(0.8, 0.9),
                                "auroc_odin": rng.uniform(0.7, 0.9), "num_classes": 3,
                                "nc1_train": rng.uniform(0.001, 0.01) if head == "ib" else rng.uniform(0.5, 1.0),
                                "code_vertices_train": 3 if head == "ib" else 2,
                                "code_decode_accuracy_train": rng.uniform(0.995, 1.0) if head == "ib"
-                               else rng.uniform(0.6, 0.7)}
+                               else rng.uniform(0.6, 0.7),
+                               "binarity_sigma_train": rng.uniform(0.03, 0.07) if head == "ib"
+                               else rng.uniform(0.4, 0.6)}
                     if new_keys:
                         drop = (head, lr, seed) == DROP
                         summary.update({"sigma_w_rel_train": rng.uniform(1e-4, 1e-3) if head == "ib"
@@ -307,7 +315,7 @@ def test_claims_table_opens_the_report_with_effects_welch_p_and_verdicts(study):
     deepfool = np.divide(ib["robustness_deepfool"], no_pen["robustness_deepfool"])
     assert deepfool.min() > 29.3  # planted above the paper's smallest ratio for ib (×29)
     p = check(("ib", "no_pen", "robustness_deepfool"), deepfool, ib["robustness_deepfool"],
-              no_pen["robustness_deepfool"], "held")
+              no_pen["robustness_deepfool"], PAPER_MEASURE)  # shown, significant, but not what decides C3
     assert p < 0.05
     points = 100 * (np.array(ib["test_accuracy"]) - no_pen["test_accuracy"])
     p = check(("ib", "no_pen", "test_accuracy"), points, ib["test_accuracy"], no_pen["test_accuracy"],
@@ -321,15 +329,139 @@ def test_claims_table_opens_the_report_with_effects_welch_p_and_verdicts(study):
     row = rows[("ib", "lin_pen", "sigma_w_rel_train")]
     assert float(row["effect_mean"]) == pytest.approx(ib["sigma_w_rel_train"][0] / lin_pen["sigma_w_rel_train"][0])
     assert row["p"] == "" and row["verdict"] == "mixed" and (row["n"], row["n_baseline"]) == ("3", "1")
-    assert rows[("ib", "no_pen", "robustness_pgd_l2")]["verdict"] != "held"  # planted alike for all heads
-    # C2: every ib seed sits on K = 3 vertices and decodes at ≥ 0.995; no_pen on 2
+    pgd = np.divide(ib["robustness_pgd_l2"], no_pen["robustness_pgd_l2"])
+    assert pgd.max() < 1  # planted: masking alone lifts ib's DeepFool radius
+    check(("ib", "no_pen", "robustness_pgd_l2"), pgd, ib["robustness_pgd_l2"], no_pen["robustness_pgd_l2"],
+          "not held")
+    # C2's secondary rows: every ib seed sits on K = 3 vertices and decodes at ≥ 0.995; no_pen on 2 (< 0.7)
     assert rows[("ib", "no_pen", "code_vertices_train")]["verdict"] == "held"
     assert rows[("ib", "no_pen", "code_decode_accuracy_train")]["verdict"] == "held"
+    assert rows[("ib", "no_pen", "code_vertices_train")]["role"] == "secondary"
     claims = md[md.index("## Claims of the paper"):md.index("## Study")]
-    assert "| ib vs no_pen | vertices occupied (train) | 3 ± 0 (no_pen: 2) |" in claims
+    assert "| ib vs no_pen | secondary: vertices occupied (train) | 3 ± 0 (no_pen: 2) |" in claims
     cell = "×" + format_mean_std(deepfool.mean(), deepfool.std(ddof=1))
-    assert f"| ib vs no_pen | robustness DeepFool | {cell} | ≥ ×29 (×29–52, DeepFool, Table 2) |" in claims
+    p = format_p(float(rows[("ib", "no_pen", "robustness_deepfool")]["p"]))
+    assert (f"| ib vs no_pen | paper's measure: robustness DeepFool | {cell} | ≥ ×29 (×29–52, DeepFool, Table 2) "
+            f"| {p} | 3 / 3 | {PAPER_MEASURE} |") in claims
     assert f"| {format_mean_std(points.mean(), points.std(ddof=1))} points |".replace("| ", "| +", 1) in claims
+
+
+@pytest.mark.parametrize("effects, p, values, verdict", [
+    ([0.1, 0.12], 0.001, [0.05, 0.06], "held"),  # separates from the baseline and meets σ̄ ≤ 0.1 on every seed
+    ([0.1, 0.12], 0.001, [0.05, 0.3], "mixed"),  # meets the criterion on one seed of two
+    ([0.6, 0.7], 0.001, [0.3, 0.35], "not held"),  # separates, but no seed sits at two points
+    ([0.1, 0.12], 0.2, [0.05, 0.06], "mixed"),  # at two points, but not significantly below the baseline
+    ([1.1, 1.3], 0.001, [0.05, 0.06], "not held"),  # the baseline is more binary still
+    ([0.1, 0.12], 0.001, [], MISSING),
+])
+def test_verdict_rule_with_the_two_point_threshold(effects, p, values, verdict):
+    assert claim_verdict(effects, effect="ratio", direction=-1, size=None, p=p, threshold=0.1,
+                         values=values) == verdict
+
+
+@pytest.mark.parametrize("values, baseline, verdict", [
+    ([3, 3], [2, 2], "held"),
+    ([3, 3], [3, 3], f"held {NO_SEPARATION}"),
+    ([3, 2], [3, 3], f"mixed {NO_SEPARATION}"),
+    ([3, 3], [3, 2], "held"),  # the baseline reaches K on one seed only: it still separates on the other
+    ([2, 2], [3, 3], "not held"),
+])
+def test_a_property_the_baseline_has_too_does_not_separate_heads(values, baseline, verdict):
+    assert claim_verdict(values, effect="value", direction=+1, size=3.0, p=None, baseline_values=baseline) == verdict
+
+
+@pytest.mark.parametrize("ratio, baseline, verdict", [
+    (1.45, 1.03, OVERSTATES), (1.45, 1.3, f"{OVERSTATES}, baseline too"), (1.2, 1.0, "DeepFool does not overstate"),
+    (0.8, 1.5, "DeepFool does not overstate"), (None, 1.0, MISSING), (1.45, None, MISSING),
+])
+def test_masking_verdict(ratio, baseline, verdict):
+    assert masking_verdict(ratio, baseline) == verdict
+
+
+def test_c2_is_judged_by_binarity_sigma_against_lin_pen_and_no_pen(study):
+    root, planted, _ = study
+    table = read_csv(root / "claims.csv")
+    rows = {(r["head"], r["baseline"], r["metric"]): r for r in table}
+    ib, no_pen, lin_pen = (np.array(planted[h]["binarity_sigma_train"]) for h in HEADS)
+    assert ib.max() <= 0.1 < min(no_pen.min(), lin_pen.min())  # planted: only ib sits at two points per node
+    row = rows[("ib", "no_pen", "binarity_sigma_train")]
+    assert (row["claim"], row["role"], row["effect"], float(row["threshold"])) == ("C2", "main", "ratio", 0.1)
+    assert float(row["effect_mean"]) == pytest.approx(np.mean(ib / no_pen), rel=1e-12)
+    assert float(row["p"]) == pytest.approx(stats.ttest_ind(ib, no_pen, equal_var=False).pvalue, rel=1e-9)
+    assert float(row["p"]) < 0.05 and row["verdict"] == "held"
+    row = rows[("ib", "lin_pen", "binarity_sigma_train")]  # one lin_pen seed: no test, so not held outright
+    assert float(row["effect_mean"]) == pytest.approx(ib[0] / lin_pen[0], rel=1e-12)
+    assert row["p"] == "" and row["verdict"] == "mixed"
+    # σ̄ decides C2: its rows come before the secondary ones
+    c2 = [(r["metric"], r["role"]) for r in table if r["claim"] == "C2"]
+    assert c2 == [("binarity_sigma_train", "main")] * 2 + [("code_vertices_train", "secondary"),
+                                                            ("code_decode_accuracy_train", "secondary")]
+    md = (root / "report.md").read_text()
+    claims = md[md.index("## Claims of the paper"):md.index("## Study")]
+    ratio = ib / no_pen
+    assert (f"| ib vs no_pen | binarity σ̄ (train, Eq. 26, scale-free) | ×{format_mean_std(ratio.mean(), ratio.std(ddof=1))}"
+            f" (ib: {ib.mean():.4g}, no_pen: {no_pen.mean():.4g}) |") in claims
+    assert "two-point criterion σ̄ ≤ 0.1: every node's values sit at two points whose spread is at most 0.1" in claims
+
+
+def test_c3_follows_pgd_not_deepfool_and_the_report_names_the_masking(study):
+    root, planted, _ = study
+    rows = {(r["head"], r["baseline"], r["metric"]): r for r in read_csv(root / "claims.csv")}
+    ib, no_pen = planted["ib"], planted["no_pen"]
+    assert np.mean(np.divide(ib["robustness_deepfool"], no_pen["robustness_deepfool"])) > 29  # DeepFool: held
+    assert rows[("ib", "no_pen", "robustness_pgd_l2")]["verdict"] == "not held"  # PGD-L2: ib below no_pen
+    assert rows[("ib", "no_pen", "robustness_pgd_l2")]["role"] == "main"
+    assert rows[("ib", "no_pen", "robustness_bisection")]["role"] == "secondary"
+    assert rows[("ib", "no_pen", "robustness_deepfool")]["verdict"] == PAPER_MEASURE
+    # the masking ratio: per run DeepFool / PGD-L2, then mean ± std over the seeds, in Table 2 for every head
+    masking = {h: np.divide(planted[h]["robustness_deepfool"], planted[h]["robustness_pgd_l2"]) for h in HEADS}
+    table2 = {r["head"]: r for r in read_csv(root / "table2.csv")}
+    for head, ratios in masking.items():
+        assert float(table2[head]["masking_ratio_mean"]) == pytest.approx(ratios.mean(), rel=1e-12)
+        assert int(table2[head]["masking_ratio_n"]) == len(ratios)
+        if len(ratios) > 1:
+            assert float(table2[head]["masking_ratio_std"]) == pytest.approx(ratios.std(ddof=1), rel=1e-12)
+    assert "| masking ratio DeepFool / PGD-L2 |" in (root / "table2.md").read_text()
+    row = rows[("ib", "no_pen", "masking_ratio")]
+    assert float(row["effect_mean"]) == pytest.approx(masking["ib"].mean(), rel=1e-12)
+    assert float(row["mean_baseline"]) == pytest.approx(masking["no_pen"].mean(), rel=1e-12)
+    assert masking["ib"].mean() > 1.2 > masking["no_pen"].mean() and row["verdict"] == OVERSTATES
+    sentence = (f"DeepFool overstates the robustness of ib: its radius is ×{masking['ib'].mean():.3g} the PGD-L2 "
+                f"radius, no_pen's ×{masking['no_pen'].mean():.3g}")
+    md = (root / "report.md").read_text()
+    assert sentence in md[md.index("## Claims of the paper"):md.index("## Study")]
+    assert sentence in (root / "claims.md").read_text()
+
+
+def test_flat_sigma_baselines_on_k_vertices_and_unmasked_deepfool(tmp_path):
+    """ib's σ̄ at 0.3 (one point per class, not two per node), no_pen on K vertices decoding perfectly, and ib's
+    DeepFool radius at 1.05 × its PGD-L2 radius: C2 is not held, its secondary rows say they do not separate the
+    heads, and PGD-L2 holds C3 with no masking sentence."""
+    synthetic_study(tmp_path, files=False)
+    for row in edit_results(tmp_path):
+        if row["status"] != "finished":
+            continue
+        if row["head"] == "ib":
+            row["binarity_sigma_train"] = 0.3 + 0.01 * int(row["seed"])
+            row["robustness_pgd_l2"] = float(row["robustness_deepfool"]) / 1.05
+        elif row["head"] == "no_pen":
+            row["code_vertices_train"], row["code_decode_accuracy_train"] = 3, 1.0
+    build_report(tmp_path)
+    rows = {(r["head"], r["baseline"], r["metric"]): r for r in read_csv(tmp_path / "claims.csv")}
+    sigma = rows[("ib", "no_pen", "binarity_sigma_train")]
+    assert float(sigma["effect_mean"]) < 0.7 and float(sigma["p"]) < 0.05  # separates from no_pen ...
+    assert sigma["verdict"] == "not held"  # ... but no seed sits at two points
+    assert rows[("ib", "lin_pen", "binarity_sigma_train")]["verdict"] == "not held"
+    for metric in ("code_vertices_train", "code_decode_accuracy_train"):
+        assert rows[("ib", "no_pen", metric)]["verdict"] == f"held {NO_SEPARATION}"
+    md = (tmp_path / "report.md").read_text()
+    claims = md[md.index("## Claims of the paper"):md.index("## Study")]
+    assert f"| ib vs no_pen | secondary: vertices occupied (train) | 3 ± 0 (no_pen: 3) | " in claims
+    assert f"| 3 / 3 | held {NO_SEPARATION} |" in claims
+    assert rows[("ib", "no_pen", "robustness_pgd_l2")]["verdict"] == "held"  # ×40–80 no_pen's, p < 0.05
+    assert rows[("ib", "no_pen", "masking_ratio")]["verdict"] == "DeepFool does not overstate"
+    assert float(rows[("ib", "no_pen", "masking_ratio")]["effect_mean"]) == pytest.approx(1.05, rel=1e-9)
+    assert "DeepFool overstates the robustness" not in md
 
 
 def test_figure1_compares_heads_and_the_gamma_figure_and_accuracy_drops_are_reported(study):

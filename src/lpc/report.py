@@ -8,9 +8,11 @@ From a study directory (see :mod:`lpc.study`) :func:`build_report` reads ``resul
                                accuracy would have chosen)
     aggregate.csv              per head and metric: mean, std (ddof=1), n over the selected runs
     claims.csv / claims.md     one row per claim of the paper and head of the IB family: effect, Welch's p, verdict
+                               (C2 by binarity σ̄, C3 by PGD-L2), and the masking ratio DeepFool / PGD-L2
     table1.csv / table1.md     Σ_W, coefficient of variation of latent norms, entropy (paper Table 1), and their
                                scale-free counterparts Σ_W/Σ_T and the entropy of z/rms(z)
-    table2.csv / table2.md     robustness, accuracy, misclassification AUROCs (paper Table 2)
+    table2.csv / table2.md     robustness, accuracy, misclassification AUROCs (paper Table 2), and the masking
+                               ratio DeepFool / PGD-L2
     significance.csv / .md / .json   Welch's t-test of every head against no_pen
     figures/*.png              latent histograms of ib, lin_pen, no_pen (Fig. 1), binarity (Fig. 2), neural
                                collapse (Fig. 3), accuracy, γ and pressure of the IB heads
@@ -26,6 +28,7 @@ import html
 import io
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,7 @@ TABLE1 = [("sigma_w_train", "Σ_W", 1.0), ("norm_coeff_var_train", "coeff. of va
           ("entropy_rel_train", "entropy of z / rms(z) (scale-free)", 1.0)]
 TABLE2 = [("robustness_deepfool", "robustness (DeepFool)", 1.0), ("robustness_pgd_l2", "PGD-L2", 1.0),
           ("robustness_bisection", "bisection", 1.0), ("deepfool_flip_rate", "DeepFool flip rate", 1.0),
+          ("masking_ratio", "masking ratio DeepFool / PGD-L2", 1.0),
           ("test_accuracy", "test accuracy (%)", 100.0), ("auroc_mahalanobis", "AUROC Mahalanobis", 1.0),
           ("auroc_odin", "AUROC ODIN", 1.0)]
 SIGNIFICANCE = ["test_accuracy", "robustness_deepfool", "auroc_mahalanobis", "auroc_odin"]
@@ -60,6 +64,23 @@ GAMMA = [("gamma", "γ", True), ("pressure", "pressure γ / r²", True),
 MAX_NODES = 16  # latent histograms shown for at most this many latent dimensions
 FIGURE1_HEADS = ("ib", "lin_pen", "no_pen")  # the paper's Fig. 1 contrast: IB, its layer without γ, no layer
 ALPHA = 0.05  # significance level of the claims' verdicts
+# The two-point criterion of C2: σ̄ (Eq. 26) is measured on per-dimension standardised latents, so σ̄ ≤ 0.1 says
+# that each node's values sit at two points whose spread is at most a tenth of the node's std (mean over nodes)
+TWO_POINT_SIGMA = 0.1
+# (derived key, numerator, denominator), per run: DeepFool's radius over PGD-L2's. DeepFool follows the gradient
+# and stops at its linearised boundary, so a flat or noisy gradient inflates its radius; PGD-L2 searches the
+# radius by attacking, which masking cannot inflate. A ratio near 1 says DeepFool measured the same thing
+MASKING = ("masking_ratio", "robustness_deepfool", "robustness_pgd_l2")
+MASKING_LIMIT = 1.2  # above it, DeepFool overstates a head's robustness (when the baseline's ratio is below it)
+MASKING_TEXT = (f"**Masking ratio**: DeepFool's radius / PGD-L2's, per run, then over the seeds; DeepFool overstates "
+                f"a head's robustness when the head's mean ratio is above ×{MASKING_LIMIT:g} while {BASELINE}'s is "
+                "below (a flat or noisy gradient moves DeepFool's linearised boundary out; PGD-L2 attacks until the "
+                "label flips).")
+OVERSTATES = "DeepFool overstates"
+ROLES = {"main": "", "secondary": "secondary: ", "paper": "paper's measure: ", "masking": ""}  # measure prefix
+NO_SEPARATION = "(baseline too: does not separate heads)"
+PAPER_MEASURE = "not judged (paper's measure) — see PGD-L2"
+VERDICTS = ("not held", "mixed", "held")  # weakest first
 
 # The paper's Table 2 (means over its runs), so that each measured effect stands beside the paper's own:
 # dataset -> head -> (DeepFool robustness, test accuracy in %, AUROC Mahalanobis, AUROC ODIN)
@@ -82,7 +103,11 @@ class Claim:
     (head / baseline), ``points`` (100 × (head − baseline)), ``difference`` (head − baseline), or ``value``
     (the head's own value: a property the paper states of the head alone). ``direction`` +1 / −1: the paper
     expects the effect above / below no change (ratio 1, difference 0); ``size``: the value the paper's claim
-    needs the mean effect to reach (None: any size; "K": the number of classes).
+    needs the mean effect to reach (None: any size; "K": the number of classes). ``threshold``: a value the
+    head's own values must reach too, in the same direction, besides the effect against the baseline (C2's
+    two-point criterion on σ̄). ``role``: ``main`` rows decide the claim; ``secondary`` rows are a second
+    opinion beside them; ``paper`` is the paper's own measure, shown but not judged (DeepFool, which gradient
+    masking can inflate); ``masking`` is judged by :func:`masking_verdict` instead of the claims' rule.
     """
 
     id: str
@@ -95,6 +120,8 @@ class Claim:
     paper: str
     heads: tuple[str, ...] = IB_FAMILY
     baseline: str = BASELINE
+    threshold: float | None = None
+    role: str = "main"
 
 
 def _paper_range(column: int, effect: str, head: str) -> tuple[float, str]:
@@ -110,7 +137,7 @@ def _paper_range(column: int, effect: str, head: str) -> tuple[float, str]:
 
 def _claims() -> list[Claim]:
     c1 = "C1 within-class variance vanishes, only for IB"
-    c2 = "C2 binary code: one hypercube vertex per class"
+    c2 = "C2 binary code: two values per node, one hypercube vertex per class"
     claims = [
         Claim("C1", c1, "sigma_w_rel_train", "Σ_W / Σ_T (train, scale-free)", "ratio", -1, 0.1,
               "≤ ×0.1 (Table 1: Σ_W 1e-12–1e-10 vs 0.007–0.03, not scale-free)"),
@@ -118,17 +145,31 @@ def _claims() -> list[Claim]:
               "≤ ×0.1 (App. E, Fig. 3: an order of magnitude lower)"),
         Claim("C1", c1, "sigma_w_rel_train", "Σ_W / Σ_T (train, scale-free)", "ratio", -1, 0.1,
               "≤ ×0.1 (Table 1: Σ_W 1e-12–1e-10 vs lin_pen's 0.7–6.9)", baseline="lin_pen"),
-        Claim("C2", c2, "code_vertices_train", "vertices occupied (train)", "value", +1, "K",
-              "K: one vertex per class (Sec. 2.2, App. D)"),
-        Claim("C2", c2, "code_decode_accuracy_train", "nearest-vertex decoding accuracy (train)", "value", +1, 0.99,
-              "≥ 0.99: every class on one vertex (App. D)"),
     ]
-    for head in IB_FAMILY:  # the paper measured DeepFool only; PGD and bisection check that it is not masking
+    # C2 as Appendix D tests it: two points per node (σ̄, scale-free), and only for IB: lin_pen has the same
+    # linear layer without γ, no_pen no layer at all
+    claims += [Claim("C2", c2, "binarity_sigma_train", "binarity σ̄ (train, Eq. 26, scale-free)", "ratio", -1, None,
+                     f"σ̄ ≤ {TWO_POINT_SIGMA:g} and below {baseline}'s (App. D, Fig. 2: IB's σ̄ shrinks, LINPEN's "
+                     "does not)", baseline=baseline, threshold=TWO_POINT_SIGMA) for baseline in ("lin_pen", BASELINE)]
+    # secondary: thresholding each node at a midpoint gives well-separated classes their own vertices whether or
+    # not the values sit at two points, so these rows cannot show a binary code (no_pen reaches K too)
+    claims += [
+        Claim("C2", c2, "code_vertices_train", "vertices occupied (train)", "value", +1, "K",
+              "K: one vertex per class (Sec. 2.2, App. D)", role="secondary"),
+        Claim("C2", c2, "code_decode_accuracy_train", "nearest-vertex decoding accuracy (train)", "value", +1, 0.99,
+              "≥ 0.99: every class on one vertex (App. D)", role="secondary"),
+    ]
+    c3 = "C3 robustness to minimal perturbations"
+    for head in IB_FAMILY:  # the paper measured DeepFool only, which masking can inflate: PGD-L2 decides
         low, text = _paper_range(0, "ratio", head)
-        for metric, label in (("robustness_deepfool", "robustness DeepFool"),
-                              ("robustness_pgd_l2", "robustness PGD-L2"), ("robustness_bisection", "robustness bisection")):
-            claims.append(Claim("C3", "C3 robustness to minimal perturbations", metric, label, "ratio", +1, low,
-                                f"≥ ×{low:.2g} ({text}, DeepFool, Table 2)", (head,)))
+        paper = f"≥ ×{low:.2g} ({text}, DeepFool, Table 2)"
+        claims += [Claim("C3", c3, "robustness_pgd_l2", "robustness PGD-L2", "ratio", +1, low, paper, (head,)),
+                   Claim("C3", c3, "robustness_bisection", "robustness bisection", "ratio", +1, low, paper, (head,),
+                         role="secondary"),
+                   Claim("C3", c3, "robustness_deepfool", "robustness DeepFool", "ratio", +1, low, paper, (head,),
+                         role="paper"),
+                   Claim("C3", c3, MASKING[0], "masking ratio DeepFool / PGD-L2", "value", -1, MASKING_LIMIT,
+                         f"≤ ×{MASKING_LIMIT:g} (ours: the paper ran DeepFool only)", (head,), role="masking")]
     _, text = _paper_range(1, "difference", "ib")
     claims.append(Claim("C4", "C4 small significant accuracy gain", "test_accuracy", "test accuracy", "points", +1,
                         None, f"> 0 ({text} points, Table 2)", ("ib",)))
@@ -141,11 +182,19 @@ def _claims() -> list[Claim]:
 
 
 CLAIMS = _claims()
-VERDICT_RULE = (f"**held** when the effect points the paper's way, reaches the paper's size where the paper states "
-                f"one, and Welch's p < {ALPHA}; **not held** when it points the other way (or not at all); **mixed** "
-                f"in between (the right way, but p ≥ {ALPHA}, no test possible, or short of the paper's size); C2, "
-                "a property of the head alone, is **held** when every seed reaches the paper's value, **not held** "
-                f"when none does, and **mixed** otherwise; {MISSING} when the study lacks the values")
+VERDICT_RULE = (
+    f"**held** when the effect points the paper's way, reaches the paper's size where the paper states one, and "
+    f"Welch's p < {ALPHA}; **not held** when it points the other way (or not at all); **mixed** in between (the "
+    f"right way, but p ≥ {ALPHA}, no test possible, or short of the paper's size). C2 is judged by binarity σ̄ "
+    "(Eq. 26, on per-dimension standardised latents, so scale-free) and the two-point criterion "
+    f"σ̄ ≤ {TWO_POINT_SIGMA:g}: every node's values sit at two points whose spread is at most {TWO_POINT_SIGMA:g} × "
+    "the node's standard deviation (mean over nodes). A σ̄ row needs both the criterion and a σ̄ below the "
+    f"baseline's: **held** when every seed of the head meets the criterion and the rule above holds, **not held** "
+    "when no seed meets it or σ̄ is not below the baseline's, **mixed** otherwise. A property of the head alone "
+    "(C2's secondary rows) is **held** when every seed reaches the paper's value, **not held** when none does, "
+    f"**mixed** otherwise, and adds \"{NO_SEPARATION}\" when every seed of the baseline reaches it as well. C3 is "
+    "decided by the PGD-L2 radius, which gradient masking cannot inflate; bisection is a secondary row, DeepFool "
+    f"(the paper's measure) is shown but not judged. {MISSING} when the study lacks the values")
 
 
 def build_report(study_dir: str | Path) -> dict[str, Path]:
@@ -156,6 +205,7 @@ def build_report(study_dir: str | Path) -> dict[str, Path]:
     rows = read_results(out / "results.csv")
     if not rows:
         raise StudyError(f"{out / 'results.csv'}: no runs")
+    rows = with_masking_ratio(rows)
     selected = [r for r in rows if r.get("selected")]
     heads = list(dict.fromkeys(r["head"] for r in rows))
     stats = aggregate(rows)
@@ -188,7 +238,8 @@ def build_report(study_dir: str | Path) -> dict[str, Path]:
     doc2 = _Doc()
     doc2.p("Robustness (minimal perturbation norm / input norm on test inputs; DeepFool as the paper, and the "
            "masking-proof PGD-L2 and bisection scores with DeepFool's flip rate), test accuracy at the last epoch "
-           f"(%), and misclassification AUROCs on the test set (Mahalanobis / ODIN, T=100). Each cell: {AGGREGATION_RULE}.")
+           f"(%), and misclassification AUROCs on the test set (Mahalanobis / ODIN, T=100). {MASKING_TEXT} "
+           f"Each cell: {AGGREGATION_RULE}.")
     doc2.table(table2["header"], table2["rows"])
     atomic_write_bytes(out / "table2.md", doc2.markdown().encode())
     doc3 = _Doc()
@@ -342,31 +393,78 @@ def claim_effects(selected: list[dict[str, Any]], head: str, claim: Claim) -> li
 
 
 def claim_verdict(effects: list[float], *, effect: str, direction: int, size: float | None,
-                  p: float | None, alpha: float = ALPHA) -> str:
+                  p: float | None, alpha: float = ALPHA, threshold: float | None = None,
+                  values: Sequence[float] = (), baseline_values: Sequence[float] = ()) -> str:
     """``held`` / ``mixed`` / ``not held`` (MISSING without effects) by :data:`VERDICT_RULE`.
+
+    ``threshold``: the head's own ``values`` must reach it too (see :class:`Claim`); the verdict is the weaker
+    of the two. ``baseline_values``: for a ``value`` effect, the baseline's own values; when every one of them
+    reaches ``size`` as well, the verdict says that the property does not separate the heads.
 
     >>> claim_verdict([30.0, 40.0], effect="ratio", direction=+1, size=29.0, p=0.001)
     'held'
     >>> claim_verdict([3.0, 4.0], effect="ratio", direction=+1, size=29.0, p=0.001)
     'mixed'
+    >>> claim_verdict([0.6, 0.7], effect="ratio", direction=-1, size=None, p=0.001, threshold=0.1, values=[0.3, 0.35])
+    'not held'
+    >>> claim_verdict([3, 3], effect="value", direction=+1, size=3, p=None, baseline_values=[3, 3])
+    'held (baseline too: does not separate heads)'
     """
     if not effects:
         return MISSING
     if effect == "value":
-        reached = sum(direction * (e - size) >= 0 for e in effects)
-        return "held" if reached == len(effects) else "not held" if reached == 0 else "mixed"
+        verdict = _reached(effects, direction, size)
+        if verdict != "not held" and _reached(baseline_values, direction, size) == "held":
+            verdict += " " + NO_SEPARATION
+        return verdict
     mean = float(np.mean(effects))
     lean = direction * (mean - (1.0 if effect == "ratio" else 0.0))
-    if lean <= 0:
-        return "not held"
     big_enough = size is None or direction * (mean - size) >= 0
-    return "held" if big_enough and p is not None and p < alpha else "mixed"
+    verdict = "not held" if lean <= 0 else "held" if big_enough and p is not None and p < alpha else "mixed"
+    if threshold is None:
+        return verdict
+    reached = _reached(values, direction, threshold)
+    return MISSING if reached == MISSING else min(verdict, reached, key=VERDICTS.index)
+
+
+def _reached(values: Sequence[float], direction: int, size: float) -> str:
+    """``held`` when every value reaches ``size`` in the paper's direction, ``not held`` when none does."""
+    if not len(values):
+        return MISSING
+    reached = sum(direction * (v - size) >= 0 for v in values)
+    return "held" if reached == len(values) else "not held" if reached == 0 else "mixed"
+
+
+def masking_verdict(ratio: float | None, ratio_baseline: float | None, limit: float = MASKING_LIMIT) -> str:
+    """Whether DeepFool overstates a head's robustness, from the mean masking ratios (DeepFool / PGD-L2) of the
+    head and of its baseline: only a head above ``limit`` whose baseline is below it, since a ratio both share
+    says more about the attack than about the head.
+
+    >>> masking_verdict(1.45, 1.03)
+    'DeepFool overstates'
+    """
+    if not (_is_number(ratio) and _is_number(ratio_baseline)):
+        return MISSING
+    if ratio <= limit:
+        return "DeepFool does not overstate"
+    return OVERSTATES if ratio_baseline < limit else f"{OVERSTATES}, baseline too"
+
+
+def with_masking_ratio(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Copies of ``rows`` with the masking ratio (:data:`MASKING`) of each run; None where either radius is
+    missing or PGD-L2's is 0."""
+    key, numerator, denominator = MASKING
+    return [{**r, key: _quotient(r.get(numerator), r.get(denominator))} for r in rows]
+
+
+def _quotient(a: Any, b: Any) -> float | None:
+    return a / b if _is_number(a) and _is_number(b) and b != 0 else None
 
 
 def claims_table(rows: list[dict[str, Any]], claims: list[Claim] = CLAIMS) -> list[dict[str, Any]]:
     """One entry per claim and head of the study that the claim is made for, with its effect over seeds
     (mean, std ddof=1), Welch's test of the raw values against the claim's baseline, and the verdict."""
-    selected = [r for r in rows if r.get("selected")]
+    selected = [r for r in with_masking_ratio(rows) if r.get("selected")]
     heads = set(r["head"] for r in rows)
     classes = sorted({r["num_classes"] for r in selected if _is_number(r.get("num_classes"))})
     table = []
@@ -379,40 +477,67 @@ def claims_table(rows: list[dict[str, Any]], claims: list[Claim] = CLAIMS) -> li
             size = claim.size
             if size == "K":  # the number of classes; unknown or mixed: no verdict
                 size = float(classes[0]) if len(classes) == 1 else None
-            verdict = (claim_verdict(effects, effect=claim.effect, direction=claim.direction, size=size, p=test["p"])
-                       if size is not None or claim.effect != "value" else MISSING)
             table.append({
                 "claim": claim.id, "text": claim.text, "head": head, "baseline": claim.baseline,
-                "metric": claim.metric, "measure": claim.label, "effect": claim.effect,
+                "metric": claim.metric, "measure": claim.label, "role": claim.role, "effect": claim.effect,
                 "effect_mean": float(np.mean(effects)) if effects else None,
                 "effect_std": float(np.std(effects, ddof=1)) if len(effects) > 1 else None,
                 "effect_n": len(effects), "mean": test["mean"], "mean_baseline": test["mean_baseline"],
                 "n": test["n"], "n_baseline": test["n_baseline"], "t": test["t"], "p": test["p"],
-                "paper_size": size, "paper": claim.paper, "verdict": verdict})
+                "paper_size": size, "threshold": claim.threshold, "paper": claim.paper,
+                "verdict": _row_verdict(claim, selected, head, effects, size, test)})
     return table
+
+
+def _row_verdict(claim: Claim, selected, head: str, effects: list[float], size: float | None, test) -> str:
+    """The verdict cell of one row of :func:`claims_table`, by the claim's role."""
+    if claim.role == "paper":
+        return PAPER_MEASURE if effects else MISSING
+    if claim.role == "masking":
+        return masking_verdict(test["mean"], test["mean_baseline"], claim.size)
+    if size is None and claim.effect == "value":  # "K" with the number of classes unknown or mixed
+        return MISSING
+    return claim_verdict(effects, effect=claim.effect, direction=claim.direction, size=size, p=test["p"],
+                         threshold=claim.threshold, values=list(_per_seed(selected, head, claim.metric).values()),
+                         baseline_values=list(_per_seed(selected, claim.baseline, claim.metric).values()))
+
+
+def masking_sentences(table: list[dict[str, Any]]) -> list[str]:
+    """One sentence per head of :func:`claims_table` whose robustness DeepFool overstates (:func:`masking_verdict`)."""
+    return [f"DeepFool overstates the robustness of {r['head']}: its radius is ×{r['mean']:.3g} the PGD-L2 radius, "
+            f"{r['baseline']}'s ×{r['mean_baseline']:.3g} (masking ratio, mean over seeds; above ×{MASKING_LIMIT:g} "
+            f"for {r['head']}, below for {r['baseline']}), so C3 follows PGD-L2."
+            for r in table if r["role"] == "masking" and r["verdict"] == OVERSTATES]
 
 
 def _claims_section(doc: "_Doc", table: list[dict[str, Any]]) -> None:
     doc.p(f"Each claim of the paper, for each head of the IB family the paper makes it for, against `{BASELINE}` "
-          "(C1 also against `lin_pen`, the same linear layer without the compression term). **Effect**: per seed, "
-          "the head's value divided by the baseline's (×), or their difference (in points for accuracy), over the "
-          "seeds both have, as mean ± std (ddof=1); for C2 the head's own value, the baseline's in brackets. "
-          "**p**: Welch's t-test of the head's values against the baseline's (two-sided, unequal variances). "
-          "**n**: seeds of head / baseline. The paper's column gives the size its claim needs and its own numbers. "
-          f"**Verdict**: {VERDICT_RULE}.")
+          "(C1 and C2 also against `lin_pen`, the same linear layer without the compression term). **Effect**: per "
+          "seed, the head's value divided by the baseline's (×), or their difference (in points for accuracy), over "
+          "the seeds both have, as mean ± std (ddof=1); for C2's σ̄ the two heads' mean σ̄ in brackets; for a "
+          "property of the head alone the head's own value, the baseline's in brackets. **p**: Welch's t-test of the "
+          "head's values against the baseline's (two-sided, unequal variances). **n**: seeds of head / baseline. "
+          "The paper's column gives the size its claim needs and its own numbers. Rows marked *secondary* and the "
+          "paper's measure are shown beside the row that decides the claim. " + MASKING_TEXT +
+          f" **Verdict**: {VERDICT_RULE}.")
     if not table:
         doc.p(f"Not computed: the study has no `{BASELINE}` runs, or no head of the IB family.")
         return
     doc.table(["claim", "head vs baseline", "measure", "effect (mean ± std over seeds)", "paper", "Welch p", "n",
                "verdict"],
-              [[r["text"], f"{r['head']} vs {r['baseline']}", r["measure"], _effect_cell(r), r["paper"],
-                format_p(r["p"]), f"{r['n']} / {r['n_baseline']}", r["verdict"]] for r in table])
+              [[r["text"], f"{r['head']} vs {r['baseline']}", ROLES[r["role"]] + r["measure"], _effect_cell(r),
+                r["paper"], format_p(r["p"]), f"{r['n']} / {r['n_baseline']}", r["verdict"]] for r in table])
+    sentences = masking_sentences(table)
+    if sentences:
+        doc.p(" ".join(sentences))
 
 
 def _effect_cell(row: dict[str, Any]) -> str:
     text = format_mean_std(row["effect_mean"], row["effect_std"])
     if text == MISSING:
         return text
+    if row["effect"] == "ratio" and row.get("threshold") is not None:  # the head's own value is judged too
+        return f"×{text} ({row['head']}: {fmt(row['mean'])}, {row['baseline']}: {fmt(row['mean_baseline'])})"
     if row["effect"] == "ratio":
         return "×" + text
     if row["effect"] == "value":
@@ -881,9 +1006,9 @@ def _report(out, rows, heads, stats, n_selected, selection, table1, table2, sign
     doc.h(2, "Table 2: robustness, accuracy, reliability")
     doc.p("Robustness: minimal perturbation norm divided by the input norm, on `eval.robustness_inputs` random test "
           "inputs — DeepFool (the paper's measure), and PGD-L2 and bisection, which gradient masking cannot inflate, "
-          "with DeepFool's flip rate (share of inputs whose label it actually flipped). Accuracy: test set, last "
-          "epoch, in %. AUROC: misclassification detection on the test set by Mahalanobis distance and ODIN "
-          "(T = eval.odin_temperature, no input perturbation).")
+          "with DeepFool's flip rate (share of inputs whose label it actually flipped). " + MASKING_TEXT +
+          " Accuracy: test set, last epoch, in %. AUROC: misclassification detection on the test set by Mahalanobis "
+          "distance and ODIN (T = eval.odin_temperature, no input perturbation).")
     doc.table(table2["header"], table2["rows"])
     doc.h(2, f"Significance against {BASELINE}")
     _significance_section(doc, significance)
