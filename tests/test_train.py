@@ -51,6 +51,24 @@ def test_fan_in_scaling_gives_each_classifier_lr_times_sqrt_backbone_width_over_
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1)
 
 
+@pytest.mark.parametrize("classifier_decay, expected", [(None, 5e-4), (0.1, 0.1), (0.0, 0.0)])
+def test_classifier_weight_decay_applies_to_the_classifier_alone(classifier_decay, expected):
+    config = tiny_config(**{"optim.lr": 0.05, "optim.weight_decay": 5e-4, "optim.classifier_weight_decay": classifier_decay})
+    model = build_model(config, (6,), 3)
+    optimizer, _ = make_optimizer(model, config)
+    assert optimizer.param_groups[0]["weight_decay"] == 5e-4
+    assert optimizer.param_groups[1]["weight_decay"] == expected
+    # AdamW's decoupled decay: a classifier weight with a steady gradient sign settles where lr * (1 + wd * w)
+    # cancels, |w| = 1 / wd, whatever the gradient's size: rows of sign vectors, a hypercube code
+    if classifier_decay:
+        weight = model.head.classifier.weight
+        for _ in range(3000):
+            optimizer.zero_grad()
+            (-weight.sum() * 1e-3).backward()   # a tiny, steady gradient towards larger weights
+            optimizer.step()
+        assert weight.detach().numpy() == pytest.approx(1 / classifier_decay, rel=0.02)
+
+
 def test_paper_schedule_halves_at_250_and_every_50():
     config = tiny_config(**{"optim.lr": 1.0, "optim.lr_decay_start": 250, "optim.lr_decay_every": 50, "optim.epochs": 800})
     optimizer, scheduler = make_optimizer(build_model(config, (6,), 3), config)
@@ -176,7 +194,10 @@ def test_help_documents_every_flag():
 def test_embedded_default_ib_keeps_accuracy_while_collapsing(tmp_path):
     """Issue 10's bar on one seed: both heads reach the terminal phase, IB keeps no_pen's accuracy (within a
     point: one seed) and its training latents collapse: NC1 at most a tenth of no_pen's, checked against an
-    independent computation from latents.npz."""
+    independent computation from latents.npz. And the paper's regime: each IB node's training latents sit on
+    two values (binarity σ̄ measured independently: per node, the spread of the class means around the mean of
+    their side of the node's midpoint, in units of the node's std) — without the set point 0.3 or the
+    classifier's weight decay it stays near 0.3."""
     results = {}
     for head in ("ib", "no_pen"):
         code = main(["train", "--config", "configs/mnist.yaml", "--head", head, "--out", str(tmp_path / head), "--quiet",
@@ -194,6 +215,13 @@ def test_embedded_default_ib_keeps_accuracy_while_collapsing(tmp_path):
     within = np.mean([z[y == c].var(0).sum() for c in range(10)])
     between = np.array([z[y == c].mean(0) for c in range(10)]).var(0).sum()
     assert within < 0.05 * between and math.isfinite(within)
+    assert ib["binarity_sigma_train"] <= 0.15 and no_pen["binarity_sigma_train"] >= 0.4
+    means = np.array([z[y == c].mean(0) for c in range(10)]) / z.std(0)   # class means per standardised node
+    spread = []
+    for node in means.T:
+        upper = node > (node.max() + node.min()) / 2
+        spread.append(np.mean([node[side].std() for side in (upper, ~upper)]))
+    assert np.mean(spread) <= 0.15, spread
 
 
 def test_lpc_train_stays_callable_after_its_module_is_imported(tmp_path, tiny_npz):

@@ -55,6 +55,7 @@ class OptimConfig:
     lr_decay_every: int = 50  # epochs between halvings
     lr_decay_factor: float = 0.5
     classifier_lr_mult: float = 1.0  # the final classifier's lr = lr * this, and it never decays
+    classifier_weight_decay: float | None = None  # the final classifier's AdamW weight decay (None: weight_decay)
     classifier_lr_scaling: str = "none"  # none | fan_in: the classifier's lr also × sqrt(backbone width / its fan-in)
 
 
@@ -65,7 +66,7 @@ class GammaConfig:
     factor: float = 1.05  # paper: γ_step, γ is multiplied by this every `every` epochs
     max: float = 1e6  # γ_max
     every: int = 1  # paper: epochs between multiplications
-    target: float = 0.9  # auto: set point of the training batches' mean true-class probability
+    target: float = 0.3  # auto: set point of the training batches' mean true-class probability (AutoGamma's default)
     width: float = 0.05  # auto: deviation from the target (in probability) at which γ moves at ~3/4 speed
     ramp: float = 0.5  # auto: at full speed γ climbs from init to max within this fraction of the run's steps
     reduction: str = "sum"  # sum: batch mean of ||z||^2 (Eq. 3) | mean: also divided by the latent width
@@ -273,8 +274,10 @@ def validate(config: Config) -> None:
         raise ConfigError(f"optim.epochs must be at least 1, got {config.optim.epochs!r}")
     if config.optim.batch_size < 1:
         raise ConfigError(f"optim.batch_size must be at least 1, got {config.optim.batch_size!r}")
-    if config.optim.weight_decay < 0:
-        raise ConfigError(f"optim.weight_decay must be >= 0, got {config.optim.weight_decay!r}")
+    for name in ("weight_decay", "classifier_weight_decay"):
+        value = getattr(config.optim, name)
+        if value is not None and value < 0:
+            raise ConfigError(f"optim.{name} must be >= 0, got {value!r}")
     if not 0 <= config.model.dropout < 1:
         raise ConfigError(f"model.dropout must be in [0, 1), got {config.model.dropout!r}")
     if config.model.l1_weight < 0:

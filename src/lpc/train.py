@@ -49,11 +49,13 @@ def make_optimizer(model: Classifier, config: Config) -> tuple[torch.optim.Optim
     """AdamW with two groups: the final classifier (lr × classifier_lr_mult, never decayed) and the rest.
 
     With ``classifier_lr_scaling: fan_in`` the classifier's lr is also multiplied by
-    :func:`~lpc.heads.classifier_lr_scale` (sqrt(backbone width / classifier fan-in)). The rest is halved
+    :func:`~lpc.heads.classifier_lr_scale` (sqrt(backbone width / classifier fan-in)); its decoupled weight decay
+    is ``classifier_weight_decay`` when set, else ``weight_decay`` like the rest. The rest is halved
     (``lr_decay_factor``) every ``lr_decay_every`` epochs from ``lr_decay_start`` on; the paper keeps the last
     linear classifier out of that schedule (Appendix C).
     """
     o = config.optim
+    classifier_decay = o.weight_decay if o.classifier_weight_decay is None else o.classifier_weight_decay
     mult = o.classifier_lr_mult * (classifier_lr_scale(model.head) if o.classifier_lr_scaling == "fan_in" else 1.0)
     classifier = list(model.head.classifier.parameters())
     ids = {id(p) for p in classifier}
@@ -61,7 +63,8 @@ def make_optimizer(model: Classifier, config: Config) -> tuple[torch.optim.Optim
     # on CUDA one fused kernel updates every parameter (instead of several launches per tensor)
     fused = {"fused": True} if all(p.is_cuda for p in model.parameters()) else {}
     optimizer = torch.optim.AdamW(
-        [{"params": rest, "lr": o.lr}, {"params": classifier, "lr": o.lr * mult}],
+        [{"params": rest, "lr": o.lr},
+         {"params": classifier, "lr": o.lr * mult, "weight_decay": classifier_decay}],
         lr=o.lr, weight_decay=o.weight_decay, **fused)
 
     def decayed(epoch: int) -> float:
