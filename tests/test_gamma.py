@@ -11,7 +11,7 @@ from conftest import tiny_config
 from lpc import AutoGamma, GammaSchedule
 import lpc.heads
 import lpc.losses
-from lpc.losses import build_gamma_schedule
+from lpc.losses import build_gamma_schedule, true_class_probability
 import lpc.train as loop
 from lpc.data import load_data
 from lpc.model import build_model
@@ -65,7 +65,7 @@ def test_auto_reaches_max_within_the_ramp_whatever_the_budget():
 def test_auto_state_round_trip_resumes_bit_identically():
     rng = torch.Generator().manual_seed(0)
     batches = [(torch.randn(16, 5, generator=rng) * 3, torch.randint(0, 5, (16,), generator=rng)) for _ in range(40)]
-    a = AutoGamma(50, init=1e-2, max=1e3, target=0.15)
+    a = AutoGamma(50, init=1e-2, max=1e3, target=0.15, accuracy=0.0)  # random logits: the gate would hold γ
     for logits, y in batches[:20]:
         a.update(logits, y)
     b = AutoGamma(1, init=1.0, max=2.0)
@@ -86,7 +86,8 @@ def test_auto_all_reduce_uses_the_global_batch():
 
     def stats(part):
         q = logits[part].softmax(1).gather(1, y[part, None])
-        return torch.stack([q.sum().double(), torch.tensor(float(len(q)), dtype=torch.float64)])
+        correct = (logits[part].argmax(1) == y[part]).sum()
+        return torch.stack([q.sum().double(), correct.double(), torch.tensor(float(len(q)), dtype=torch.float64)])
 
     other = {0: stats(slice(8, 12)), 1: stats(slice(0, 8))}
     ranks = []
@@ -95,6 +96,27 @@ def test_auto_all_reduce_uses_the_global_batch():
         s.update(logits[part], y[part])
         ranks.append(s.value)
     assert ranks[0] == ranks[1] == pytest.approx(single.value, rel=1e-6)  # float32 softmax, summed in another order
+
+
+def test_the_accuracy_gate_backs_off_on_unfitted_batches_whatever_their_confidence():
+    """Mean true-class probability above the target 0.3, but the argmax is wrong on half the batch: γ falls at
+    the rate tanh((accuracy − gate) / width); once every prediction is right, the confidence decides again."""
+    lead = math.log(2.0)  # three classes: the true class at twice the third's probability
+    right, wrong = [lead, 0.0, -0.7], [lead, lead + 0.5, -0.7]  # the second row predicts class 1
+    logits, y = torch.tensor([right, wrong] * 2), torch.zeros(4, dtype=torch.long)
+    q = true_class_probability(logits, y).mean().item()
+    assert q > 0.3
+    gated = AutoGamma(100, init=1e-3, max=1e3, target=0.3, accuracy=0.99)
+    gated._log_gamma.fill_(0.0)  # γ = 1, halfway between floor and cap
+    gated.update(logits, y)
+    assert math.log(gated.value) == pytest.approx(gated.rate * math.tanh((0.5 - 0.99) / 0.05), rel=1e-9)
+    open_gate = AutoGamma(100, init=1e-3, max=1e3, target=0.3, accuracy=0.0)
+    open_gate._log_gamma.fill_(0.0)
+    open_gate.update(logits, y)
+    assert math.log(open_gate.value) == pytest.approx(open_gate.rate * math.tanh((q - 0.3) / 0.05), rel=1e-6)
+    before = gated.value
+    gated.update(*_batch(0.8))  # every prediction right and q above the target: γ rises again
+    assert gated.value > before and gated.state_dict()["accuracy"] == 0.99
 
 
 def test_schedules_share_one_interface_and_the_paper_one_ignores_batches():

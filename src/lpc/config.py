@@ -69,6 +69,7 @@ class GammaConfig:
     target: float = 0.3  # auto: set point of the training batches' mean true-class probability (AutoGamma's default)
     width: float = 0.05  # auto: deviation from the target (in probability) at which γ moves at ~3/4 speed
     ramp: float = 0.5  # auto: at full speed γ climbs from init to max within this fraction of the run's steps
+    accuracy: float = 0.99  # auto: below this training-batch accuracy γ backs off whatever the confidence (0: no gate)
     reduction: str = "sum"  # sum: batch mean of ||z||^2 (Eq. 3) | mean: also divided by the latent width
 
 
@@ -263,6 +264,8 @@ def validate(config: Config) -> None:
     positive("gamma.every", config.gamma.every)
     positive("gamma.width", config.gamma.width)
     positive("gamma.ramp", config.gamma.ramp)
+    if not 0 <= config.gamma.accuracy <= 1:
+        raise ConfigError(f"gamma.accuracy must be in [0, 1], got {config.gamma.accuracy!r}")
     if not 0 < config.gamma.target < 1:
         raise ConfigError(f"gamma.target must be in (0, 1), got {config.gamma.target!r}")
     if config.gamma.max < config.gamma.init:
