@@ -2,10 +2,13 @@
 
     pip install -e '.[peers]'          # foolbox, pytorch-ood (never needed by lpc itself or its tests)
     python benchmarks/peers.py [--runs runs/peers] [--threads 1] [--device cpu] [--set key=value ...]
+    python benchmarks/peers.py --pressure runs/pressure     # also the most collapsed model of pressure.py
 
 Trains the embedded default (configs/mnist.yaml) with the ``ib`` and ``no_pen`` heads, or loads them from
 ``--runs`` when they are already there, and prints for each model and metric lpc's value, the peer's value
-and the largest per-input difference, then the machine and the seconds each side took.
+and the largest per-input difference, then the machine and the seconds each side took. With ``--pressure``,
+the ib run of benchmarks/pressure.py's sweep with the smallest binarity σ̄ (the most collapsed latents, where
+DeepFool and PGD part ways) is checked too, on its own dataset.
 
 Inputs are what ``lpc train`` measures: the robustness metrics on the 100 test inputs that
 ``select_inputs(100, N_test, seed=config.seed)`` draws, normalised as the model sees them; the AUROCs on the
@@ -110,6 +113,22 @@ def trained(head: str, runs: Path, overrides: dict, device: str):
     how = f"loaded from {out}" if was_there else f"trained into {out} in {time.perf_counter() - t0:.0f} s"
     model, config = load_run(out, device=device)
     return model, config, summary, how
+
+
+def most_collapsed(sweep: Path):
+    """The finished ib run of benchmarks/pressure.py's ``results.jsonl`` with the smallest binarity σ̄."""
+    import json
+    from pressure import _data  # the sweep's datasets are built in the benchmarks, not stored in the run folder
+    rows = [json.loads(line) for line in (sweep / "results.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r["head"] == "ib" and r["status"] == "finished" and r["binarity_sigma_train"] is not None]
+    if not rows:
+        raise SystemExit(f"{sweep / 'results.jsonl'}: no finished ib run")
+    best = min(rows, key=lambda r: r["binarity_sigma_train"])
+    model, config = load_run(best["run"], device="cpu")
+    summary = {"test_accuracy": best["test_accuracy"]}
+    how = (f"the most collapsed run of {sweep} ({best['dataset']}, set point {best['target']:g}, seed {best['seed']}, "
+           f"σ̄ {best['binarity_sigma_train']:.3f})")
+    return model, config, summary, how, _data(best["dataset"])
 
 
 def timed(fn, *args, **kwargs):
@@ -243,6 +262,8 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="config override for both runs, e.g. --set optim.epochs=20")
+    parser.add_argument("--pressure", type=Path,
+                        help="also check the most collapsed ib run of benchmarks/pressure.py's --out folder")
     args = parser.parse_args()
     libs = peers()
     if libs is None:
@@ -256,9 +277,13 @@ def main() -> int:
     print(machine_line(torch.device(args.device),
                        extra=f"foolbox {foolbox.__version__} pytorch-ood {_version('pytorch-ood')}"))
     print(f"{'model':<7} {'metric':<36} {'lpc':>8} {'peer':>8}  {'largest per-input difference':<44} peer")
-    for head in HEADS:
-        model, config, summary, how = trained(head, args.runs, overrides, args.device)
-        data = load_data(config.data).to(args.device)
+    models = [(head, lambda head=head: (*trained(head, args.runs, overrides, args.device), None)) for head in HEADS]
+    if args.pressure is not None:
+        models.append(("ib*", lambda: most_collapsed(args.pressure)))
+    for head, load in models:
+        model, config, summary, how, data = load()
+        model = model.to(args.device)
+        data = (load_data(config.data) if data is None else data).to(args.device)
         x_all = data.normalize(data.x_test)
         idx = select_inputs(config.eval.robustness_inputs, len(x_all), seed=config.seed).to(x_all.device)
         x = x_all[idx]

@@ -142,7 +142,8 @@ def _one(job: tuple[str, str, str, float, int]) -> dict:
     started = time.perf_counter()
     s = train(run_config(head, schedule, budget, seed), None, data=data, progress=False)
     return {"dataset": dataset, "head": head, "schedule": schedule, "budget": budget, "seed": seed,
-            "status": s["status"], "test_accuracy": s.get("test_accuracy"), "nc1_train": s.get("nc1_train"),
+            "status": s["status"], "test_accuracy": s.get("test_accuracy"), "val_accuracy": s.get("val_accuracy"),
+            "nc1_train": s.get("nc1_train"), "binarity_sigma_train": s.get("binarity_sigma_train"),
             "tpt_epoch": s.get("tpt_epoch"), "epochs": s["epochs"], "gamma_final": s.get("gamma_final"),
             "train_accuracy": s.get("train_accuracy"), "seconds": time.perf_counter() - started}
 
