@@ -292,7 +292,7 @@ def main() -> int:
         print(f"{head}: {how}; test accuracy {summary['test_accuracy']:.4f}; {len(x)} attacked inputs")
         robustness_rows(head, model, config, x, bounds, foolbox, seconds)
         reliability_rows(head, model, config, data, seconds)
-    print("seconds (both models): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
+    print("seconds (all models): " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items())
           + f"; total {time.perf_counter() - started:.0f}")
     return 0
 
