@@ -57,6 +57,16 @@ def test_round_trip(tmp_path):
     assert load_config(tmp_path / "c.yaml") == c
 
 
+def test_save_replaces_the_file_atomically(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text("partial: [")
+    before = path.stat().st_ino
+    Config().save(path)
+    # a new file renamed over the old one (a direct write would keep the inode), and no temporary left behind
+    assert path.stat().st_ino != before and load_config(path) == Config()
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
 @pytest.mark.parametrize("values,message", [
     ({"optim": {"lrr": 1}}, "unknown config key 'optim.lrr' \\(did you mean 'optim.lr'\\?\\)"),
     ({"modle": {}}, "did you mean 'model'"),
@@ -71,6 +81,10 @@ def test_round_trip(tmp_path):
     ({"gamma": {"reduction": "summ"}}, "did you mean 'sum'"),
     ({"eval": {"geometry": "yes"}}, "eval.geometry: expected true or false"),
     ({"data": {"name": "npz"}}, "data.path is required"),
+    ({"optim": {"lr": float("nan")}}, "optim.lr: expected a finite number, got nan"),
+    ({"gamma": {"max": float("inf")}}, "gamma.max: expected a finite number, got inf"),
+    ({"optim": {"epochs": float("inf")}}, "optim.epochs: expected int, got inf"),
+    ({"runtime": {"checkpoint_seconds": -1}}, "runtime.checkpoint_seconds must be >= 0, got -1"),
 ])
 def test_bad_values_name_field_and_value(values, message):
     with pytest.raises(ConfigError, match=message):

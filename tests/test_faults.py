@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import tiny_config
@@ -88,6 +89,9 @@ def test_diverged_run_names_epoch_gamma_and_lr(tmp_path, tiny_npz, capsys):
     ("gamma.factor=-2", "gamma.factor must be positive"),
     ("model.widths.narrow=9999", "narrow (9999) is larger"),
     ("optim.epochs=0", "optim.epochs must be at least 1"),
+    ("runtime.checkpoint_seconds=-1", "runtime.checkpoint_seconds must be >= 0"),
+    ("optim.lr=.nan", "optim.lr: expected a finite number, got nan"),
+    ("gamma.max=.inf", "gamma.max: expected a finite number, got inf"),
 ])
 def test_each_bad_config_exits_2_and_writes_nothing(tmp_path, tiny_npz, override, message):
     config = tiny_config(**{"data.path": str(tiny_npz)})
@@ -99,6 +103,22 @@ def test_each_bad_config_exits_2_and_writes_nothing(tmp_path, tiny_npz, override
     assert result.returncode == 2
     lines = [l for l in result.stderr.strip().splitlines() if l]
     assert len(lines) == 1 and message in lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_data_with_nan_or_inf_exits_2_and_writes_nothing(tmp_path, tiny_npz, bad):
+    with np.load(tiny_npz) as stored:
+        arrays = dict(stored)
+    arrays["x_train"][5, 2] = bad
+    np.savez(tmp_path / "bad.npz", **arrays)
+    config = tiny_config(**{"data.path": str(tmp_path / "bad.npz")})
+    config.save(tmp_path / "c.yaml")
+    out = tmp_path / "never"
+    result = subprocess.run(_train_cmd(tmp_path / "c.yaml", out), capture_output=True, text=True)
+    assert result.returncode == 2
+    lines = [l for l in result.stderr.strip().splitlines() if l]
+    assert len(lines) == 1 and "x_train contains NaN or Inf" in lines[0]
     assert not out.exists()
 
 
@@ -130,3 +150,42 @@ def test_ctrl_c_checkpoints_at_the_end_of_the_epoch_and_resumes_exactly(tmp_path
     assert 0 < epoch < 200
     subprocess.run(_train_cmd(path, interrupted), check=True, env=env, capture_output=True)
     assert _summary(interrupted) == _summary(reference)
+
+
+def _killed_in_epoch(config, out, monkeypatch, epoch):
+    """Trains into ``out`` until ``epoch`` (1-based) starts, then dies there as SIGKILL would: no handler runs."""
+    import lpc.train as loop
+
+    original, calls = loop.train_epoch, []
+
+    def die(*args, **kwargs):
+        if len(calls) == epoch - 1:
+            raise SystemExit("killed")
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "train_epoch", die)
+        with pytest.raises(SystemExit):
+            loop.train(config, out, progress=False)
+
+
+@pytest.mark.parametrize("seconds, saved_epoch", [(0, 5), (1e6, 3)])
+def test_a_run_killed_between_evaluations_resumes_from_its_time_checkpoint(tmp_path, tiny_npz, monkeypatch,
+                                                                           seconds, saved_epoch):
+    from lpc.files import load_torch
+    from lpc.train import train
+
+    # evaluations at epochs 3 and 8; dropout and noise make the result depend on every resumed RNG stream
+    config = tiny_config(**{"data.path": str(tiny_npz), "optim.epochs": 8, "eval.log_every": 3,
+                            "model.head": "no_pen_dropout", "optim.batch_size": 16,
+                            "runtime.checkpoint_seconds": seconds})
+    reference = train(config, tmp_path / "reference", progress=False)
+    killed = tmp_path / "killed"
+    _killed_in_epoch(config, killed, monkeypatch, epoch=6)
+    assert load_torch(killed / "checkpoint.pt")["epoch"] == saved_epoch  # 0 s: the end of epoch 5, else epoch 3's
+    assert not (killed / "summary.json").exists()
+    resumed = train(config, killed, progress=False)
+    assert {k: v for k, v in resumed.items() if k not in VOLATILE} == \
+        {k: v for k, v in reference.items() if k not in VOLATILE}
+    assert (killed / "history.jsonl").read_bytes() == (tmp_path / "reference" / "history.jsonl").read_bytes()

@@ -12,6 +12,7 @@ from lpc.metrics.reliability import (
     auroc,
     collect_outputs,
     fit_class_gaussians,
+    fit_reference_gaussians,
     mahalanobis_distance,
     mahalanobis_score,
     misclassification_summary,
@@ -219,7 +220,7 @@ def test_ood_auroc_keys_values_and_agreement_with_outputs_path():
     y_train = logits_train.argmax(1)
     assert model.training and model.body[1].training  # mode restored
 
-    out = ood_auroc(model, x_in, x_ood, z_train=z_train, y_train=y_train, batch_size=32)
+    out = ood_auroc(model, x_in, x_ood, z_train=z_train, y_train=y_train, logits_train=logits_train, batch_size=32)
     assert set(out) == {"ood_auroc_mahalanobis", "ood_auroc_odin", "ood_auroc_msp"}
     assert all(0.0 <= v <= 1.0 and math.isfinite(v) for v in out.values())
 
@@ -238,7 +239,44 @@ def test_ood_auroc_keys_values_and_agreement_with_outputs_path():
     positives = np.r_[np.ones(100, bool), np.zeros(80, bool)]
     msp = np.r_[np_softmax_max(li.numpy()), np_softmax_max(lo.numpy())]
     assert out["ood_auroc_msp"] == pytest.approx(roc_auc_score(positives, msp), abs=1e-6)
-    with pytest.raises(ValueError, match="z_train"):
-        ood_auroc(model, x_in, x_ood, score="mahalanobis")
+    with pytest.raises(ValueError, match="z_train, y_train and logits_train"):
+        ood_auroc(model, x_in, x_ood, score="mahalanobis", z_train=z_train, y_train=y_train)
     with pytest.raises(ValueError, match="score"):
         ood_auroc_from_outputs(li, zi, lo, zo, fitted, score="energy")
+
+
+def test_ood_auroc_fits_on_the_correctly_classified_training_latents():
+    """The paper's reference set (Sec. 3.2), the same as the misclassification AUROC's; checked against an
+    independent fit, and against the all-latents fit to show the two conventions differ here."""
+    rng = RNG(8)
+    z_tr, y_tr, l_tr = make_outputs(rng, 400)
+    z_in, _, l_in = make_outputs(rng, 150)
+    z_out, _, l_out = make_outputs(RNG(9), 120, noise=4.0)
+    ok = l_tr.argmax(1) == y_tr
+    assert 0.5 < ok.mean() < 0.95  # some training samples are misclassified: the conventions disagree
+
+    class Outputs(nn.Module):  # replays fixed (logits, z): rows are indices into the stored outputs
+        def __init__(self, logits, z):
+            super().__init__()
+            self.logits, self.z = torch.tensor(logits), torch.tensor(z)
+
+        def forward(self, index):
+            return self.logits[index], self.z[index]
+
+    z_all = np.r_[z_in, z_out]
+    model = Outputs(np.r_[l_in, l_out], z_all)
+    fitted = fit_reference_gaussians(z_tr, y_tr, l_tr)
+    public = ood_auroc(model, torch.arange(150), torch.arange(150, 270), z_train=z_tr, y_train=y_tr,
+                       logits_train=l_tr, score="mahalanobis")["ood_auroc_mahalanobis"]
+    positives = np.r_[np.ones(150, bool), np.zeros(120, bool)]
+
+    def closest(means, prec):
+        return [-min(mahalanobis(z, means[c], prec[c]) for c in means) for z in z_all]
+
+    reference = roc_auc_score(positives, closest(*reference_gaussians(z_tr[ok], y_tr[ok], "tied", False)[:2]))
+    all_latents = roc_auc_score(positives, closest(*reference_gaussians(z_tr, y_tr, "tied", False)[:2]))
+    assert public == pytest.approx(reference, abs=1e-12)
+    assert abs(public - all_latents) > 1e-4
+    assert ood_auroc_from_outputs(l_in, z_in, l_out, z_out, fitted, score="mahalanobis") == \
+        {"ood_auroc_mahalanobis": public}
+    assert fit_reference_gaussians(z_tr, (l_tr.argmax(1) + 1) % 4, l_tr) is None  # nothing correct: no reference

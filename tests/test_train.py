@@ -142,6 +142,15 @@ def test_divergence_is_reported_not_raised(tmp_path, tiny_npz):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["status"] == "diverged"
 
 
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_nan_or_inf_metric_is_a_divergence(value):
+    from lpc.train import Diverged, _check_finite
+
+    _check_finite({"loss_ce": 0.5, "epoch": 3, "status": "finished"}, 3, 1.0, 1e-3)  # finite: passes
+    with pytest.raises(Diverged, match=f"nc1_train became {value} at epoch 3 \\(gamma=2, lr=0.001\\)"):
+        _check_finite({"loss_ce": 0.5, "nc1_train": value}, 3, 2.0, 1e-3)
+
+
 @pytest.fixture
 def tiny_yaml(tmp_path, tiny_npz):
     config = tiny_config(**{"data.path": str(tiny_npz), "optim.epochs": 2})

@@ -17,6 +17,7 @@ def train(config, out_dir=None, **kwargs):
 
 
 def load_run(run_dir, **kwargs):
-    """The trained model (eval mode) and resolved config of a run folder (see :func:`lpc.runs.load_run`)."""
+    """The trained model (eval mode) and resolved config of a run folder; ``raw_inputs=True``: the model with its
+    input normalisation in front (see :func:`lpc.runs.load_run`)."""
     from .runs import load_run as _load_run
     return _load_run(run_dir, **kwargs)

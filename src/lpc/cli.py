@@ -47,7 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                                               "reliability and robustness; print them as JSON and write "
                                               "RUN_DIR/analysis.json (or --out).")
     analyze.add_argument("run_dir", type=Path, help="a folder written by lpc train or lpc study")
-    analyze.add_argument("--data", help="evaluate on this .npz / ImageFolder instead of the run's own data")
+    analyze.add_argument("--data", help="evaluate on this .npz / ImageFolder instead of the run's own data "
+                                        "(normalised with the run's statistics, not this data's)")
     analyze.add_argument("--device", default="auto", help="cpu, cuda, ... or auto")
     analyze.add_argument("--out", type=Path, help="JSON file to write (default: RUN_DIR/analysis.json)")
     _add_study_parsers(commands)

@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
+
+from .files import atomic_write_bytes
 
 
 class ConfigError(ValueError):
@@ -95,10 +98,13 @@ class EvalConfig:
 
 @dataclass
 class RuntimeConfig:
-    """How a run executes, not what it computes (beyond float rounding): precision and compilation."""
+    """How a run executes, not what it computes (beyond float rounding): precision, compilation, checkpoints."""
 
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere | bf16 | fp32 (head and losses stay fp32)
     compile: bool | str = "auto"  # torch.compile the training step: auto (on for CUDA, off on CPU) | true | false
+    # seconds of training after which the end of the next epoch also writes checkpoint.pt (besides every
+    # evaluation), so a killed run loses minutes, not up to eval.log_every epochs; 0: at the end of every epoch
+    checkpoint_seconds: float = 300.0
 
 
 @dataclass
@@ -116,7 +122,8 @@ class Config:
         return dataclasses.asdict(self)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        """Writes the YAML atomically: a run killed meanwhile leaves the old file or the new one, never half."""
+        atomic_write_bytes(path, yaml.safe_dump(self.to_dict(), sort_keys=False).encode())
 
 
 def _build(cls, values: dict[str, Any], prefix: str):
@@ -154,14 +161,16 @@ def _coerce(kind, value, where: str):
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
     if kind in (int, float):
-        # YAML reads 1e-4 as a string; numbers written either way are accepted
+        # YAML reads 1e-4 as a string; numbers written either way are accepted, NaN and Inf are not (.nan, .inf)
         try:
-            number = float(value) if kind is float else value
             if kind is int and (isinstance(value, bool) or float(value) != int(float(value))):
                 raise ValueError
-            return float(number) if kind is float else int(float(value))
-        except (TypeError, ValueError):
+            number = float(value) if kind is float else int(float(value))
+        except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
             raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}")
+        return number
     if kind is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: expected a string, got {value!r}")
@@ -244,6 +253,8 @@ def validate(config: Config) -> None:
     check_choice("runtime.precision", config.runtime.precision, ("auto", "bf16", "fp32"))
     if config.runtime.compile not in ("auto", True, False):
         raise ConfigError(f"runtime.compile: expected auto, true or false, got {config.runtime.compile!r}")
+    if not config.runtime.checkpoint_seconds >= 0:
+        raise ConfigError(f"runtime.checkpoint_seconds must be >= 0, got {config.runtime.checkpoint_seconds!r}")
     widths = config.model.widths
     for name in ("intermediate", "wide", "narrow"):
         value = getattr(widths, name)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from .config import DataConfig
 
@@ -60,11 +61,54 @@ class Dataset:
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """Raw stored inputs → the normalised float inputs the model sees."""
-        return (to_float(x) - self.mean) / self.std
+        return normalize(x, self.mean, self.std)
+
+    @property
+    def normalization(self) -> Normalization:
+        """This data's normalisation as a module (to record with a run, or to put in front of its model)."""
+        return Normalization(self.mean, self.std)
+
+    def with_normalization(self, normalization: Normalization) -> Dataset:
+        """The same splits normalised with another data's statistics (a run's, for evaluating it on this data)."""
+        return replace(self, mean=normalization.mean.to(self.mean.device),
+                                   std=normalization.std.to(self.std.device))
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
     return x.float().div_(255.0) if x.dtype == torch.uint8 else x.float()
+
+
+def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """Raw stored inputs (uint8 images in [0, 255] or floats) → ``(to_float(x) - mean) / std``."""
+    return (to_float(x) - mean) / std
+
+
+class Normalization(nn.Module):
+    """The input normalisation a model was trained with: per-channel mean and std of the training set
+    (per feature for flat vectors), in the units of :func:`to_float`.
+
+    ``Normalization(mean, std)(raw)`` gives the inputs the model expects; ``nn.Sequential(normalization,
+    model)`` is a model fed raw inputs. A run records it in ``summary.json`` (:meth:`to_dict`), so that its
+    folder holds everything needed to use the model without its training data.
+    """
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.register_buffer("mean", mean.detach().float().clone())
+        self.register_buffer("std", std.detach().float().clone())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return normalize(x, self.mean, self.std)
+
+    def to_dict(self) -> dict[str, list[float]]:
+        """``{"mean": [...], "std": [...]}``, one float per channel (float32 values, exact in JSON)."""
+        return {"mean": self.mean.reshape(-1).tolist(), "std": self.std.reshape(-1).tolist()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, list[float]], in_shape: tuple[int, ...]) -> "Normalization":
+        """The inverse of :meth:`to_dict` for inputs of ``in_shape`` ((C, H, W) images or (D,) vectors)."""
+        shape = (-1, 1, 1) if len(in_shape) == 3 else (-1,)
+        return cls(*(torch.tensor(values[key], dtype=torch.float32).reshape(shape) for key in ("mean", "std")))
 
 
 # ---------------------------------------------------------------- loading

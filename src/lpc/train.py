@@ -181,7 +181,8 @@ def train(config: Config, out_dir: str | Path | None = None, *, data: Dataset | 
     """Trains one run and returns its summary; with ``out_dir`` writes the run files and resumes from them.
 
     Files in ``out_dir``: ``config.yaml`` (resolved config), ``history.jsonl`` (one object per evaluated
-    epoch), ``checkpoint.pt`` (for resuming), ``model.pt`` (final state dict), ``latents.npz`` and
+    epoch), ``checkpoint.pt`` (for resuming; written at every evaluation and at the end of the first epoch
+    after ``runtime.checkpoint_seconds``), ``model.pt`` (final state dict), ``latents.npz`` and
     ``summary.json`` (final figures; ``status`` is ``finished`` or ``diverged``).
 
     Started by ``torchrun`` (``WORLD_SIZE`` > 1), the processes train the run together with
@@ -235,12 +236,20 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
     summary: dict[str, Any] = {}
     bar = _progress(range(start_epoch, config.optim.epochs), config, progress and where.is_main)
 
+    last_saved = time.perf_counter()
+
     def checkpoint(done: int) -> None:
+        nonlocal last_saved
         save_torch(writer / "checkpoint.pt", {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "gamma": gamma.state_dict(), "epoch": done,
             "history": history, "wall_seconds": elapsed_before + time.perf_counter() - started,
             "rng": {"torch": torch.get_rng_state()}})
+        last_saved = time.perf_counter()
+
+    def checkpoint_due() -> bool:
+        """A checkpoint besides the evaluations': on Ctrl-C, or when ``runtime.checkpoint_seconds`` have passed."""
+        return interrupted.requested or time.perf_counter() - last_saved >= config.runtime.checkpoint_seconds
 
     interrupted = _DeferredInterrupt(enabled=where.world_size == 1)
     try:
@@ -285,9 +294,9 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
                 if hasattr(bar, "set_postfix"):
                     bar.set_postfix(loss=f"{losses['loss_total']:.3g}", gamma=f"{gamma_now:.3g}",
                                     train=f"{record['train_accuracy']:.3f}", test=f"{record['test_accuracy']:.3f}")
+            if writer is not None and done not in evaluate_at and checkpoint_due():
+                checkpoint(done)  # data order and dropout are functions of (seed, epoch): any epoch resumes exactly
             if interrupted.requested:
-                if writer is not None and done not in evaluate_at:
-                    checkpoint(done)  # data order and dropout are functions of (seed, epoch): any epoch resumes exactly
                 raise KeyboardInterrupt
         summary = _final_summary(model, data, config, history, device, progress=progress) if where.is_main else {}
         summary["status"], summary["reason"] = "finished", None
@@ -520,18 +529,23 @@ def _phases(enabled: bool):
 
 
 def _reliability(model, data, config, outputs) -> dict[str, Any]:
-    from .metrics.reliability import (collect_outputs, fit_class_gaussians, misclassification_summary,
+    from .metrics.reliability import (collect_outputs, fit_reference_gaussians, misclassification_summary,
                                       ood_auroc_from_outputs)
 
     (logits_tr, z_tr), (logits_te, z_te) = outputs["train"], outputs["test"]
+    temperature = config.eval.odin_temperature
+    fitted = fit_reference_gaussians(z_tr, data.y_train, logits_tr)  # once, for both AUROC families
     values = misclassification_summary(z_tr, data.y_train, logits_tr, z_te, data.y_test, logits_te,
-                                       temperature=config.eval.odin_temperature)
+                                       temperature=temperature, fitted=fitted)
     # batched: a whole CIFAR test set through a ResNet in one call would not fit in memory
     logits_ood, z_ood = collect_outputs(model, ood_inputs(data, config.seed), batch_size=1024)
-    correct = logits_tr.argmax(1) == data.y_train
-    fitted = fit_class_gaussians(z_tr[correct], data.y_train[correct])
-    values.update(ood_auroc_from_outputs(logits_te, z_te, logits_ood.float(), z_ood.float(), fitted,
-                                         temperature=config.eval.odin_temperature))
+    ood = (logits_te, z_te, logits_ood.float(), z_ood.float(), fitted)
+    if fitted is not None:
+        values.update(ood_auroc_from_outputs(*ood, temperature=temperature))
+    else:  # no correctly classified training sample: no reference for the Mahalanobis score
+        values["ood_auroc_mahalanobis"] = None
+        for score in ("odin", "msp"):
+            values.update(ood_auroc_from_outputs(*ood, score=score, temperature=temperature))
     return values
 
 
@@ -556,9 +570,10 @@ def _robustness(model, data, config, phase=None) -> dict[str, Any]:
 
 
 def _check_finite(record: dict[str, Any], epoch: int, gamma: float, lr: float) -> None:
+    """Raises :class:`Diverged` naming the first float of ``record`` that is NaN or ±Inf."""
     for key, value in record.items():
-        if isinstance(value, float) and math.isnan(value):
-            raise Diverged(f"{key} became NaN at epoch {epoch} (gamma={gamma:.4g}, lr={lr:.4g})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise Diverged(f"{key} became {value} at epoch {epoch} (gamma={gamma:.4g}, lr={lr:.4g})")
 
 
 def _save_latents(path: Path, model: Classifier, data: Dataset) -> None:
@@ -580,6 +595,7 @@ def _identity(config: Config, data: Dataset, model: Classifier, device: torch.de
     return {"head": config.model.head, "backbone": config.model.backbone, "dataset": data.name,
             "seed": config.seed, "lr": config.optim.lr, "epochs": config.optim.epochs,
             "num_classes": data.num_classes, "in_shape": list(data.in_shape), "latent_dim": model.head.latent_dim,
+            "normalization": data.normalization.to_dict(),  # the run folder alone can feed raw inputs
             "device": str(device), "lpc_version": __version__, "torch_version": torch.__version__,
             "python_version": platform.python_version()}
 

@@ -8,6 +8,15 @@ wrong predictions. This module computes those scores from already collected outp
 (collect once, score many times, as pytorch-ood does) and adds the max-softmax
 baseline (MSP; Hendrycks & Gimpel, 2017) and the same AUROCs for OOD detection.
 
+Reference set
+-------------
+Every Mahalanobis score here measures distances to class Gaussians fitted on the latents
+of the **correctly classified training samples**, with their labels: "the latent
+representations of well-classified points in the training set" (paper, Sec. 3.2; Lee
+et al., 2018). :func:`fit_reference_gaussians` is that fit; the misclassification and
+the OOD AUROCs use it alike, and a caller that needs both fits once and passes
+``fitted`` to each.
+
 Sign convention
 ---------------
 Every score is **higher = more confident / more in-distribution**:
@@ -45,6 +54,7 @@ __all__ = [
     "auroc",
     "ClassGaussians",
     "fit_class_gaussians",
+    "fit_reference_gaussians",
     "mahalanobis_distance",
     "mahalanobis_score",
     "msp_score",
@@ -261,6 +271,41 @@ def fit_class_gaussians(
                           covariance=covariance, shift=shift, scale=scale)
 
 
+def fit_reference_gaussians(
+    z_train,
+    y_train,
+    logits_train,
+    *,
+    covariance: str = "tied",
+    standardize: bool = False,
+) -> ClassGaussians | None:
+    r"""The class Gaussians of every Mahalanobis score: fitted on the correctly classified training latents.
+
+    :func:`fit_class_gaussians` on the rows where ``argmax(logits_train) == y_train`` (the module's
+    reference set: paper Sec. 3.2, Lee et al., 2018).
+
+    Parameters
+    ----------
+    z_train, y_train, logits_train : (N, D), (N,), (N, K)
+        Training latents, labels and logits.
+    covariance, standardize :
+        See :func:`fit_class_gaussians`.
+
+    Returns
+    -------
+    ClassGaussians, or None when no training sample is classified correctly.
+    """
+    logits = _tensor(logits_train, "logits_train", ndim=2)
+    y = _tensor(y_train, "y_train", ndim=1, device=logits.device)
+    z = _tensor(z_train, "z_train", ndim=2, device=logits.device)
+    if not len(z) == len(y) == len(logits):
+        raise ValueError(f"fit_reference_gaussians: {len(z)} latents, {len(y)} labels and {len(logits)} logits")
+    correct = logits.argmax(dim=1) == y
+    if not bool(correct.any()):
+        return None
+    return fit_class_gaussians(z[correct], y[correct], covariance=covariance, standardize=standardize)
+
+
 def mahalanobis_distance(z, fitted: ClassGaussians, classes=None) -> Tensor:
     r"""Mahalanobis distance of each latent to a class mean: :math:`\sqrt{(z-\mu_c)^\top \Sigma_c^+ (z-\mu_c)}`.
 
@@ -386,6 +431,7 @@ def misclassification_summary(
     temperature: float = 100.0,
     covariance: str = "tied",
     standardize: bool = False,
+    fitted: ClassGaussians | None = None,
 ) -> dict[str, float | None]:
     r"""AUROC of detecting correct predictions on the test set (paper, Table 2 right column).
 
@@ -393,7 +439,7 @@ def misclassification_summary(
 
     ``auroc_mahalanobis``
         :math:`-d(z, \mu_{\hat y})` to the *predicted* class :math:`\hat y`, Gaussians
-        fitted on the *correctly classified* training latents (Lee et al., 2018).
+        of :func:`fit_reference_gaussians` (correctly classified training latents).
     ``auroc_odin``
         :func:`odin_score` with ``temperature`` (paper: 100).
     ``auroc_msp``
@@ -412,6 +458,9 @@ def misclassification_summary(
     covariance : {"tied", "per_class"}, default "tied"
     standardize : bool, default False
         See :func:`fit_class_gaussians`.
+    fitted : ClassGaussians, optional
+        ``fit_reference_gaussians(z_train, y_train, logits_train)`` when the caller has fitted it
+        already (``covariance`` and ``standardize`` are then those of the fit).
 
     Returns
     -------
@@ -427,11 +476,10 @@ def misclassification_summary(
     pred_test = logits_test.argmax(dim=1)
     positives = pred_test == y_test
     out: dict[str, float | None] = {}
-    train_ok = logits_train.argmax(dim=1) == y_train
-    if bool(train_ok.any()):
-        z_tr = _tensor(z_train, "z_train", ndim=2, device=train_ok.device)
-        fitted = fit_class_gaussians(z_tr[train_ok], y_train[train_ok], covariance=covariance,
-                                     standardize=standardize)
+    if fitted is None:
+        fitted = fit_reference_gaussians(z_train, y_train, logits_train, covariance=covariance,
+                                         standardize=standardize)
+    if fitted is not None:
         maha = mahalanobis_score(z_test, fitted, classes=pred_test)
         out["auroc_mahalanobis"] = _auroc_or_none(maha, positives, "auroc_mahalanobis")
     else:
@@ -523,7 +571,7 @@ def ood_auroc_from_outputs(
     logits_out, z_out : (M, K), (M, D) or None
         Outputs on OOD inputs.
     fitted : ClassGaussians, optional
-        Required for the Mahalanobis score (e.g. ``fit_class_gaussians(z_train, y_train)``).
+        Required for the Mahalanobis score: ``fit_reference_gaussians(z_train, y_train, logits_train)``.
     score : {"all", "mahalanobis", "odin", "msp"}, default "all"
     temperature : float, default 100.0
 
@@ -555,6 +603,7 @@ def ood_auroc(
     *,
     z_train=None,
     y_train=None,
+    logits_train=None,
     fitted: ClassGaussians | None = None,
     score: str = "all",
     temperature: float = 100.0,
@@ -566,15 +615,15 @@ def ood_auroc(
 
     Runs the model on both input sets (:func:`collect_outputs`) and calls
     :func:`ood_auroc_from_outputs`. For the Mahalanobis score the Gaussians are
-    ``fitted``, or fitted here on ``z_train``, ``y_train`` -- all training latents with
-    their true labels, as Lee et al. do for OOD detection.
+    ``fitted``, or fitted here by :func:`fit_reference_gaussians` on the training
+    outputs: the correctly classified training latents with their labels.
 
     Parameters
     ----------
     model : nn.Module
     in_data, ood_data : Tensor (N, ...) or iterable of batches
-    z_train, y_train : (N, D), (N,), optional
-        Training latents and labels (needed for ``"mahalanobis"``/``"all"`` unless ``fitted``).
+    z_train, y_train, logits_train : (N, D), (N,), (N, K), optional
+        Training latents, labels and logits (needed for ``"mahalanobis"``/``"all"`` unless ``fitted``).
     fitted : ClassGaussians, optional
     score : {"all", "mahalanobis", "odin", "msp"}, default "all"
     temperature : float, default 100.0
@@ -589,9 +638,12 @@ def ood_auroc(
     """
     names = _score_names(score)
     if "mahalanobis" in names and fitted is None:
-        if z_train is None or y_train is None:
-            raise ValueError("ood_auroc: the Mahalanobis score needs z_train and y_train (or fitted=)")
-        fitted = fit_class_gaussians(z_train, y_train, covariance=covariance, standardize=standardize)
+        if z_train is None or y_train is None or logits_train is None:
+            raise ValueError("ood_auroc: the Mahalanobis score needs z_train, y_train and logits_train (or fitted=)")
+        fitted = fit_reference_gaussians(z_train, y_train, logits_train, covariance=covariance,
+                                         standardize=standardize)
+        if fitted is None:
+            raise ValueError("ood_auroc: no correctly classified training sample to fit the Gaussians on")
     logits_in, z_in = collect_outputs(model, in_data, batch_size=batch_size)
     logits_out, z_out = collect_outputs(model, ood_data, batch_size=batch_size)
     return ood_auroc_from_outputs(logits_in, z_in, logits_out, z_out, fitted, score=score,
