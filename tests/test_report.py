@@ -229,7 +229,7 @@ def test_missing_data_skips_figures_with_a_note(tmp_path):
     assert "Not recorded: these runs were trained by an lpc without this check." in md
     claims = md[md.index("## Claims of the paper"):md.index("## Study")]  # rows stay, without values or verdict
     assert (f"| ib vs no_pen | Σ_W / Σ_T (train, scale-free) | {MISSING} | ≤ ×0.1 (Table 1: Σ_W 1e-12–1e-10 vs "
-            f"0.007–0.03, not scale-free) | {MISSING} | 0 / 0 | {MISSING} |") in claims
+            f"0.007–0.03, not scale-free) | {MISSING} | {MISSING} | 0 / 0 | {MISSING} |") in claims
     assert "| ib vs no_pen | NC1 (train) | ×" in claims
     assert "data:image/png" not in (tmp_path / "report.html").read_text()
     assert not list((tmp_path / "figures").glob("*.png"))
@@ -285,6 +285,24 @@ def test_verdict_rule(effects, effect, direction, size, p, verdict):
     assert claim_verdict(effects, effect=effect, direction=direction, size=size, p=p) == verdict
 
 
+def holm_by_hand(p):
+    """Holm's step-down adjustment written out: the k-th smallest p times (m - k + 1), running maximum, cap 1."""
+    order = np.argsort(p)
+    scaled = np.minimum(1.0, (len(p) - np.arange(len(p))) * np.asarray(p)[order])
+    adjusted = np.empty(len(p))
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted
+
+
+def test_holm_matches_the_hand_computation():
+    from lpc.report import holm
+
+    p = [0.04, 0.001, 0.03, 0.5, 0.012, 0.03]
+    assert holm(p) == pytest.approx(holm_by_hand(p).tolist(), abs=1e-15)
+    # by the definition: 0.001 × 6, 0.012 × 5, the two 0.03 × 4 (then capped below by the running maximum), ...
+    assert holm(p) == pytest.approx([0.12, 0.006, 0.12, 0.5, 0.06, 0.12])
+
+
 def test_claims_table_opens_the_report_with_effects_welch_p_and_verdicts(study):
     root, planted, files = study
     md = (root / "report.md").read_text()
@@ -292,47 +310,66 @@ def test_claims_table_opens_the_report_with_effects_welch_p_and_verdicts(study):
     assert sections[:2] == ["Claims of the paper", "Study"]
     first_table = md[md.index("\n|"):]
     assert first_table.startswith("\n| claim | head vs baseline | measure | effect (mean ± std over seeds) | paper | "
-                                  "Welch p | n | verdict |")
+                                  "p | Holm p | n | verdict |")
+    assert "adjusted by Holm–Bonferroni across every row whose verdict rests on a p-value" in md
     assert "**held** when the effect points the paper's way" in md  # the rule is stated beside the table
     page = (root / "report.html").read_text()
     first = page.index("<table>")  # the page's first table is the claims table, before the study's details
     assert page[first:].startswith("<table><thead><tr><th>claim</th>") and first < page.index("Selection rule")
     assert files["claims.csv"] == root / "claims.csv" and (root / "claims.md").exists()
-    rows = {(r["head"], r["baseline"], r["metric"]): r for r in read_csv(root / "claims.csv")}
+    table = read_csv(root / "claims.csv")
+    rows = {(r["head"], r["baseline"], r["metric"]): r for r in table}
     assert {h for h, _, _ in rows} == {"ib"}  # wide_ib and narrow_ib are not in this study
     ib, no_pen, lin_pen = (planted[h] for h in HEADS)
+    # the family of the correction: the main and secondary rows that compare against a baseline with a p-value
+    family = [r for r in table if r["role"] in ("main", "secondary") and r["effect"] != "value" and r["p"]]
+    assert [r for r in table if r["p_holm"]] == family and len(family) > 5
+    holm = dict(zip((id(r) for r in family), holm_by_hand([float(r["p"]) for r in family])))
+    for r in family:
+        assert float(r["p_holm"]) == pytest.approx(holm[id(r)], rel=1e-12)
 
     def check(key, effects, a, b, verdict):
         row = rows[key]
         assert float(row["effect_mean"]) == pytest.approx(np.mean(effects), rel=1e-12)
         assert float(row["effect_std"]) == pytest.approx(np.std(effects, ddof=1), rel=1e-12)
-        t, p = stats.ttest_ind(a, b, equal_var=False)
+        t, p = stats.ttest_rel(a, b)  # seeds 0, 1, 2 on both sides: paired by seed
+        diff = np.subtract(a, b)  # the paired t written out: mean difference over its standard error
+        assert t == pytest.approx(diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff))), rel=1e-12)
+        assert row["test"] == "paired"
         assert float(row["t"]) == pytest.approx(t, rel=1e-9) and float(row["p"]) == pytest.approx(p, rel=1e-9)
-        assert row["verdict"] == verdict, (key, effects, p)
+        assert row["verdict"] == verdict(float(row["p_holm"]) if row["p_holm"] else None), (key, effects, p)
         return p
 
     # seeds 0, 1, 2 of ib and no_pen are paired by seed
     deepfool = np.divide(ib["robustness_deepfool"], no_pen["robustness_deepfool"])
     assert deepfool.min() > 29.3  # planted above the paper's smallest ratio for ib (×29)
     p = check(("ib", "no_pen", "robustness_deepfool"), deepfool, ib["robustness_deepfool"],
-              no_pen["robustness_deepfool"], PAPER_MEASURE)  # shown, significant, but not what decides C3
-    assert p < 0.05
+              no_pen["robustness_deepfool"], lambda p_holm: PAPER_MEASURE)  # shown, but not what decides C3
+    assert p < 0.05 and rows[("ib", "no_pen", "robustness_deepfool")]["p_holm"] == ""  # not in the family
     points = 100 * (np.array(ib["test_accuracy"]) - no_pen["test_accuracy"])
+    assert points.mean() > 0
     p = check(("ib", "no_pen", "test_accuracy"), points, ib["test_accuracy"], no_pen["test_accuracy"],
-              "held" if points.mean() > 0 and stats.ttest_ind(ib["test_accuracy"], no_pen["test_accuracy"],
-                                                              equal_var=False).pvalue < 0.05 else "mixed")
+              lambda p_holm: "held" if p_holm < 0.05 else "mixed")
     rel = np.divide(ib["sigma_w_rel_train"], no_pen["sigma_w_rel_train"])
     check(("ib", "no_pen", "sigma_w_rel_train"), rel, ib["sigma_w_rel_train"], no_pen["sigma_w_rel_train"],
-          "held" if stats.ttest_ind(ib["sigma_w_rel_train"], no_pen["sigma_w_rel_train"], equal_var=False).pvalue
-          < 0.05 else "mixed")
-    # against lin_pen only seed 0 exists on both sides: an effect, but no test, so at best mixed
+          lambda p_holm: "held" if p_holm < 0.05 else "mixed")
+    # against lin_pen only seed 0 exists on both sides: no paired test, Welch says why; no test, so at best mixed
     row = rows[("ib", "lin_pen", "sigma_w_rel_train")]
     assert float(row["effect_mean"]) == pytest.approx(ib["sigma_w_rel_train"][0] / lin_pen["sigma_w_rel_train"][0])
     assert row["p"] == "" and row["verdict"] == "mixed" and (row["n"], row["n_baseline"]) == ("3", "1")
+    assert row["test"] == "Welch" and row["test_note"].startswith("1 seed(s) shared with lin_pen: Welch, not paired")
     pgd = np.divide(ib["robustness_pgd_l2"], no_pen["robustness_pgd_l2"])
     assert pgd.max() < 1  # planted: masking alone lifts ib's DeepFool radius
     check(("ib", "no_pen", "robustness_pgd_l2"), pgd, ib["robustness_pgd_l2"], no_pen["robustness_pgd_l2"],
-          "not held")
+          lambda p_holm: "not held")
+    # a verdict the correction changed says so, in the CSV and in the table
+    changed = [r for r in family if r["verdict"] != r["verdict_uncorrected"]]
+    assert changed  # the planted study has a row whose p < 0.05 does not survive the correction
+    for r in changed:
+        assert float(r["p"]) < 0.05 <= float(r["p_holm"])
+        assert (r["verdict_uncorrected"], r["verdict"]) == ("held", "mixed")
+        assert f"| mixed (held without Holm) |" in md
+    assert all(r["verdict"] == r["verdict_uncorrected"] for r in table if r not in changed)
     # C2's secondary rows: every ib seed sits on K = 3 vertices and decodes at ≥ 0.995; no_pen on 2 (< 0.7)
     assert rows[("ib", "no_pen", "code_vertices_train")]["verdict"] == "held"
     assert rows[("ib", "no_pen", "code_decode_accuracy_train")]["verdict"] == "held"
@@ -342,7 +379,7 @@ def test_claims_table_opens_the_report_with_effects_welch_p_and_verdicts(study):
     cell = "×" + format_mean_std(deepfool.mean(), deepfool.std(ddof=1))
     p = format_p(float(rows[("ib", "no_pen", "robustness_deepfool")]["p"]))
     assert (f"| ib vs no_pen | paper's measure: robustness DeepFool | {cell} | ≥ ×29 (×29–52, DeepFool, Table 2) "
-            f"| {p} | 3 / 3 | {PAPER_MEASURE} |") in claims
+            f"| {p} | {MISSING} | 3 / 3 | {PAPER_MEASURE} |") in claims
     assert f"| {format_mean_std(points.mean(), points.std(ddof=1))} points |".replace("| ", "| +", 1) in claims
 
 
@@ -387,8 +424,8 @@ def test_c2_is_judged_by_binarity_sigma_against_lin_pen_and_no_pen(study):
     row = rows[("ib", "no_pen", "binarity_sigma_train")]
     assert (row["claim"], row["role"], row["effect"], float(row["threshold"])) == ("C2", "main", "ratio", 0.1)
     assert float(row["effect_mean"]) == pytest.approx(np.mean(ib / no_pen), rel=1e-12)
-    assert float(row["p"]) == pytest.approx(stats.ttest_ind(ib, no_pen, equal_var=False).pvalue, rel=1e-9)
-    assert float(row["p"]) < 0.05 and row["verdict"] == "held"
+    assert float(row["p"]) == pytest.approx(stats.ttest_rel(ib, no_pen).pvalue, rel=1e-9)
+    assert float(row["p_holm"]) < 0.05 and row["verdict"] == "held"
     row = rows[("ib", "lin_pen", "binarity_sigma_train")]  # one lin_pen seed: no test, so not held outright
     assert float(row["effect_mean"]) == pytest.approx(ib[0] / lin_pen[0], rel=1e-12)
     assert row["p"] == "" and row["verdict"] == "mixed"

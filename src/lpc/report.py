@@ -7,7 +7,8 @@ From a study directory (see :mod:`lpc.study`) :func:`build_report` reads ``resul
     selection.csv              per (head, seed): the learning rate chosen on validation (and the one test
                                accuracy would have chosen)
     aggregate.csv              per head and metric: mean, std (ddof=1), n over the selected runs
-    claims.csv / claims.md     one row per claim of the paper and head of the IB family: effect, Welch's p, verdict
+    claims.csv / claims.md     one row per claim of the paper and head of the IB family: effect, paired p and its
+                               Holm-adjusted p, verdict with and without the correction
                                (C2 by binarity σ̄, C3 by PGD-L2), and the masking ratio DeepFool / PGD-L2
     table1.csv / table1.md     Σ_W, coefficient of variation of latent norms, entropy (paper Table 1), and their
                                scale-free counterparts Σ_W/Σ_T and the entropy of z/rms(z)
@@ -184,8 +185,9 @@ def _claims() -> list[Claim]:
 CLAIMS = _claims()
 VERDICT_RULE = (
     f"**held** when the effect points the paper's way, reaches the paper's size where the paper states one, and "
-    f"Welch's p < {ALPHA}; **not held** when it points the other way (or not at all); **mixed** in between (the "
-    f"right way, but p ≥ {ALPHA}, no test possible, or short of the paper's size). C2 is judged by binarity σ̄ "
+    f"its Holm-adjusted p < {ALPHA}; **not held** when it points the other way (or not at all); **mixed** in "
+    f"between (the right way, but adjusted p ≥ {ALPHA}, no test possible, or short of the paper's size). C2 is "
+    "judged by binarity σ̄ "
     "(Eq. 26, on per-dimension standardised latents, so scale-free) and the two-point criterion "
     f"σ̄ ≤ {TWO_POINT_SIGMA:g}: every node's values sit at two points whose spread is at most {TWO_POINT_SIGMA:g} × "
     "the node's standard deviation (mean over nodes). A σ̄ row needs both the criterion and a σ̄ below the "
@@ -461,19 +463,76 @@ def _quotient(a: Any, b: Any) -> float | None:
     return a / b if _is_number(a) and _is_number(b) and b != 0 else None
 
 
+def paired_test(selected: list[dict[str, Any]], head: str, baseline: str, metric: str) -> dict[str, Any]:
+    """:func:`welch_test`'s entry, with ``t`` and ``p`` of a paired t-test (two-sided) on the per-seed differences
+    head − baseline over the seeds both have, and ``test`` naming the test used.
+
+    In a study the same seed gives both heads the same data order and backbone initialisation, so their values
+    are paired, not independent samples. With fewer than two shared seeds the Welch test of all values stays,
+    and ``note`` says why.
+    """
+    from scipy import stats as scipy_stats
+
+    entry = welch_test(selected, head, baseline, metric)
+    a, b = _per_seed(selected, head, metric), _per_seed(selected, baseline, metric)
+    seeds = sorted(a.keys() & b.keys())
+    if len(seeds) < 2:
+        reason = f"{len(seeds)} seed(s) shared with {baseline}: Welch, not paired"
+        return {**entry, "test": "Welch", "note": "; ".join(filter(None, (reason, entry["note"])))}
+    differences = np.array([a[s] - b[s] for s in seeds])
+    entry.update(test="paired", t=None, p=None, note=None)
+    if np.ptp(differences) == 0:
+        entry["note"] = "the same difference on every seed: no test"
+        return entry
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        t, p = scipy_stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])
+    entry["t"], entry["p"] = float(t), float(p)
+    if caught:
+        entry["note"] = "scipy: " + str(caught[0].message).split(". ")[0]
+    return entry
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values, in the order given (Holm 1979).
+
+    With the m p-values sorted ascending, p₍ᵢ₎ becomes max over j ≤ i of min(1, (m − j + 1) p₍ⱼ₎);
+    rejecting where the adjusted p < α keeps the family-wise error rate at α under any dependence between
+    the tests.
+
+    >>> holm([0.01, 0.04, 0.03])
+    [0.03, 0.06, 0.06]
+    """
+    m = len(p_values)
+    adjusted, running = [0.0] * m, 0.0
+    for rank, i in enumerate(sorted(range(m), key=lambda k: p_values[k])):
+        running = max(running, min(1.0, (m - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+def corrected(row: dict[str, Any]) -> bool:
+    """Whether a row of :func:`claims_table` enters the Holm correction: the rows whose verdict rests on a
+    p-value (main and secondary rows comparing against the baseline, with a test). The paper's measure and the
+    masking ratio are shown, not tested, and a property of the head alone is judged by every seed reaching it."""
+    return row["role"] in ("main", "secondary") and row["effect"] != "value" and row["p"] is not None
+
+
 def claims_table(rows: list[dict[str, Any]], claims: list[Claim] = CLAIMS) -> list[dict[str, Any]]:
     """One entry per claim and head of the study that the claim is made for, with its effect over seeds
-    (mean, std ddof=1), Welch's test of the raw values against the claim's baseline, and the verdict."""
+    (mean, std ddof=1), the paired test against the claim's baseline (:func:`paired_test`), its p-value adjusted
+    by Holm–Bonferroni over the rows of the table that the correction covers (:func:`corrected`), and the
+    verdict with the adjusted p (``verdict``) and with the raw one (``verdict_uncorrected``)."""
     selected = [r for r in with_masking_ratio(rows) if r.get("selected")]
     heads = set(r["head"] for r in rows)
     classes = sorted({r["num_classes"] for r in selected if _is_number(r.get("num_classes"))})
-    table = []
+    table, judged = [], []
     for claim in claims:
         if claim.baseline not in heads:
             continue
         for head in (h for h in claim.heads if h in heads):
             effects = claim_effects(selected, head, claim)
-            test = welch_test(selected, head, claim.baseline, claim.metric)
+            test = paired_test(selected, head, claim.baseline, claim.metric)
             size = claim.size
             if size == "K":  # the number of classes; unknown or mixed: no verdict
                 size = float(classes[0]) if len(classes) == 1 else None
@@ -483,21 +542,29 @@ def claims_table(rows: list[dict[str, Any]], claims: list[Claim] = CLAIMS) -> li
                 "effect_mean": float(np.mean(effects)) if effects else None,
                 "effect_std": float(np.std(effects, ddof=1)) if len(effects) > 1 else None,
                 "effect_n": len(effects), "mean": test["mean"], "mean_baseline": test["mean_baseline"],
-                "n": test["n"], "n_baseline": test["n_baseline"], "t": test["t"], "p": test["p"],
-                "paper_size": size, "threshold": claim.threshold, "paper": claim.paper,
-                "verdict": _row_verdict(claim, selected, head, effects, size, test)})
+                "n": test["n"], "n_baseline": test["n_baseline"], "test": test["test"], "test_note": test["note"],
+                "t": test["t"], "p": test["p"], "p_holm": None,
+                "paper_size": size, "threshold": claim.threshold, "paper": claim.paper})
+            judged.append((claim, head, effects, size, test))
+    family = [r for r in table if corrected(r)]
+    for row, p in zip(family, holm([r["p"] for r in family])):
+        row["p_holm"] = p
+    for row, (claim, head, effects, size, test) in zip(table, judged):
+        row["verdict_uncorrected"] = _row_verdict(claim, selected, head, effects, size, test, row["p"])
+        row["verdict"] = _row_verdict(claim, selected, head, effects, size, test, row["p_holm"])
     return table
 
 
-def _row_verdict(claim: Claim, selected, head: str, effects: list[float], size: float | None, test) -> str:
-    """The verdict cell of one row of :func:`claims_table`, by the claim's role."""
+def _row_verdict(claim: Claim, selected, head: str, effects: list[float], size: float | None, test,
+                 p: float | None) -> str:
+    """The verdict cell of one row of :func:`claims_table`, by the claim's role, with the p-value ``p``."""
     if claim.role == "paper":
         return PAPER_MEASURE if effects else MISSING
     if claim.role == "masking":
         return masking_verdict(test["mean"], test["mean_baseline"], claim.size)
     if size is None and claim.effect == "value":  # "K" with the number of classes unknown or mixed
         return MISSING
-    return claim_verdict(effects, effect=claim.effect, direction=claim.direction, size=size, p=test["p"],
+    return claim_verdict(effects, effect=claim.effect, direction=claim.direction, size=size, p=p,
                          threshold=claim.threshold, values=list(_per_seed(selected, head, claim.metric).values()),
                          baseline_values=list(_per_seed(selected, claim.baseline, claim.metric).values()))
 
@@ -515,21 +582,40 @@ def _claims_section(doc: "_Doc", table: list[dict[str, Any]]) -> None:
           "(C1 and C2 also against `lin_pen`, the same linear layer without the compression term). **Effect**: per "
           "seed, the head's value divided by the baseline's (×), or their difference (in points for accuracy), over "
           "the seeds both have, as mean ± std (ddof=1); for C2's σ̄ the two heads' mean σ̄ in brackets; for a "
-          "property of the head alone the head's own value, the baseline's in brackets. **p**: Welch's t-test of the "
-          "head's values against the baseline's (two-sided, unequal variances). **n**: seeds of head / baseline. "
+          "property of the head alone the head's own value, the baseline's in brackets. **p**: a paired t-test "
+          "(two-sided) on the per-seed differences head − baseline, since one seed gives both heads the same data "
+          "order and backbone initialisation; Welch's t-test of all values (two-sided, unequal variances) where "
+          "fewer than two seeds are shared, marked *Welch*. **Holm p**: p adjusted by Holm–Bonferroni across "
+          "every row whose verdict rests on a p-value (the main and secondary rows against a baseline with a test; "
+          "not the paper's measure, the masking ratio or a property of the head alone), which keeps the chance of "
+          f"any false *held* among them at {ALPHA:.0%}; the verdict uses it, and a verdict that the correction "
+          "changed names the uncorrected one in brackets (*mixed (held without Holm)*). **n**: seeds of head / "
+          "baseline. "
           "The paper's column gives the size its claim needs and its own numbers. Rows marked *secondary* and the "
           "paper's measure are shown beside the row that decides the claim. " + MASKING_TEXT +
           f" **Verdict**: {VERDICT_RULE}.")
     if not table:
         doc.p(f"Not computed: the study has no `{BASELINE}` runs, or no head of the IB family.")
         return
-    doc.table(["claim", "head vs baseline", "measure", "effect (mean ± std over seeds)", "paper", "Welch p", "n",
-               "verdict"],
+    doc.table(["claim", "head vs baseline", "measure", "effect (mean ± std over seeds)", "paper", "p", "Holm p",
+               "n", "verdict"],
               [[r["text"], f"{r['head']} vs {r['baseline']}", ROLES[r["role"]] + r["measure"], _effect_cell(r),
-                r["paper"], format_p(r["p"]), f"{r['n']} / {r['n_baseline']}", r["verdict"]] for r in table])
+                r["paper"], _p_cell(r), format_p(r["p_holm"]), f"{r['n']} / {r['n_baseline']}", _verdict_cell(r)]
+               for r in table])
     sentences = masking_sentences(table)
     if sentences:
         doc.p(" ".join(sentences))
+
+
+def _p_cell(row: dict[str, Any]) -> str:
+    return format_p(row["p"]) + (" Welch" if row["test"] == "Welch" and row["p"] is not None else "")
+
+
+def _verdict_cell(row: dict[str, Any]) -> str:
+    """The verdict, and the uncorrected one in brackets where Holm's correction changed it."""
+    if row["verdict"] == row["verdict_uncorrected"]:
+        return row["verdict"]
+    return f"{row['verdict']} ({row['verdict_uncorrected']} without Holm)"
 
 
 def _effect_cell(row: dict[str, Any]) -> str:
