@@ -3,6 +3,7 @@ import json
 import math
 import os
 import subprocess
+import time
 import sys
 
 import numpy as np
@@ -75,3 +76,41 @@ def test_download_is_refused_under_torchrun(tmp_path, ddp_yaml, monkeypatch, cap
     code = main(["train", "--config", str(ddp_yaml), "--download", "--out", str(tmp_path / "never")])
     assert code == 2 and "download before starting several processes" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
+
+
+# Loaded by every process of the run (Python imports sitecustomize from sys.path at start-up): the rank named
+# by LPC_FAULT_RANK raises in the phase LPC_FAULT_PHASE, as an unexpected bug there would.
+FAULT_HOOK = '''
+import os
+if os.environ.get("RANK") == os.environ.get("LPC_FAULT_RANK"):
+    import lpc.train as loop
+    phase = os.environ["LPC_FAULT_PHASE"]
+    name = {"step": "train_epoch", "evaluation": "evaluate"}[phase]
+    original = getattr(loop, name)
+    calls = []
+
+    def faulty(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError(f"injected fault on rank {os.environ['RANK']} during a {phase}")
+        return original(*args, **kwargs)
+
+    setattr(loop, name, faulty)
+'''
+
+
+@pytest.mark.parametrize("rank, phase", [(0, "evaluation"), (1, "step")])
+def test_an_error_on_any_rank_stops_every_rank_at_once(tmp_path, ddp_yaml, rank, phase):
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(FAULT_HOOK)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "LPC_FAULT_RANK": str(rank),
+           "LPC_FAULT_PHASE": phase, "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    started = time.perf_counter()
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "lpc", "train", "--config", str(ddp_yaml), "--out", str(tmp_path / "run"), "--quiet"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    seconds = time.perf_counter() - started
+    assert run.returncode != 0
+    assert f"injected fault on rank {rank} during a {phase}" in run.stderr, run.stderr[-3000:]
+    assert seconds < 60, seconds  # the process group's timeout is two hours: nobody waited for it

@@ -277,10 +277,20 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
                             advance(1)
                         _check_finite(record, done, gamma_now, lr_now)
                     except Diverged as error:
-                        verdict = str(error)
+                        verdict = ("diverged", str(error))
+                    except Exception as error:
+                        if not where.enabled:
+                            raise
+                        # the other ranks are waiting for this verdict: tell them, or they wait out the group's
+                        # timeout, then fail here with the original error
+                        broadcast_from_main(("failed", f"{type(error).__name__}: {error}"), where)
+                        raise
                 verdict = broadcast_from_main(verdict, where)
                 if verdict is not None:
-                    raise Diverged(verdict)
+                    kind, message = verdict
+                    if kind == "diverged":
+                        raise Diverged(message)
+                    raise RuntimeError(f"rank 0 failed while evaluating epoch {done}: {message}")
                 if where.is_main:
                     history.append(record)
                     drop = accuracy_drop(history)
