@@ -99,3 +99,23 @@ def test_unknown_head_name_suggests():
 
 def test_widths_from_dict():
     assert build_head("narrow_ib", 16, 3, {"intermediate": 8, "wide": 16, "narrow": 3}).latent_dim == 3
+
+
+@pytest.mark.parametrize("classes, intermediate, narrow", [(2, 1, 1), (10, 8, 4), (26, 16, 5), (50, 32, 6),
+                                                           (100, 64, 7), (1000, 512, 10)])
+def test_auto_widths_follow_the_number_of_classes(classes, intermediate, narrow):
+    """intermediate 2^(ceil(log2 K) - 1): the paper's 8 for 10 classes and 64 for 100; narrow ceil(log2 K),
+    the fewest nodes that give every class its own hypercube vertex (checked by brute force here)."""
+    auto = WidthsConfig(intermediate="auto", wide=32, narrow="auto")
+    for name, width in (("ib", intermediate), ("lin_pen", intermediate), ("narrow_ib", narrow), ("wide_ib", 32)):
+        assert build_head(name, 32, classes, auto).latent_dim == width
+    assert 2 ** narrow >= classes > 2 ** (narrow - 1)
+
+
+def test_width_settings_are_validated():
+    from lpc.config import config_from_dict
+    config = config_from_dict({"model": {"widths": {"intermediate": "auto", "narrow": "auto", "wide": 16}}})
+    assert (config.model.widths.intermediate, config.model.widths.narrow) == ("auto", "auto")
+    for bad in ({"intermediate": "big"}, {"wide": "auto"}, {"narrow": 0}, {"intermediate": True}):
+        with pytest.raises(ConfigError, match="model.widths"):
+            config_from_dict({"model": {"widths": bad}})

@@ -105,6 +105,28 @@ def classifier_lr_scale(head: Head) -> float:
     return math.sqrt(head.in_features / head.classifier.in_features)
 
 
+def auto_width(num_classes: int, which: str = "intermediate") -> int:
+    """The latent width ``widths.<which>: auto`` gives for ``num_classes`` classes.
+
+    ``narrow``: ceil(log2 K), the fewest nodes whose two values per node still give every class its own
+    hypercube vertex (the paper's NARROW IB on CIFAR-10). ``intermediate``: 2^(ceil(log2 K) - 1), the paper's
+    own choices (8 for 10 classes, 64 for 100) as one rule: the width grows with K like the classifier's
+    rows do, so the classes are not squeezed together as K grows. Measured with 100 classes in 38 and 150
+    epochs: width 8 lost 12.8 and 17.9 points to no_pen, width 64 +1.3 and -0.65 (README, *The paper's regime*).
+
+    >>> [auto_width(k) for k in (2, 10, 26, 50, 100)], auto_width(10, "narrow")
+    ([1, 8, 16, 32, 64], 4)
+    """
+    bits = max(1, math.ceil(math.log2(num_classes)))
+    return bits if which == "narrow" else max(bits, 2 ** (bits - 1))
+
+
+def resolve_widths(widths: WidthsConfig, num_classes: int) -> WidthsConfig:
+    """``widths`` with every ``auto`` replaced by :func:`auto_width` for ``num_classes``."""
+    return WidthsConfig(**{name: auto_width(num_classes, name) if value == "auto" else value
+                           for name, value in vars(widths).items()})
+
+
 def build_head(name: str, in_features: int, num_classes: int, widths: WidthsConfig | dict | None = None, *,
                dropout: float = 0.5, l1_weight: float = 1e-4, l1_on: str = "weights") -> Head:
     """Builds one of :data:`HEADS` by name; ``widths`` gives the intermediate / wide / narrow sizes."""
@@ -113,6 +135,7 @@ def build_head(name: str, in_features: int, num_classes: int, widths: WidthsConf
         widths = WidthsConfig()
     elif isinstance(widths, dict):
         widths = WidthsConfig(**widths)
+    widths = resolve_widths(widths, num_classes)
     spec = HEADS[name]
     latent_dim = getattr(widths, spec.width) if spec.width else None
     if latent_dim is not None and latent_dim < 1:
