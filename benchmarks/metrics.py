@@ -144,8 +144,6 @@ def bench_entropy(rng, N, P, kind, metric="euclidean"):
     t_ref = t_build + t_query * N / len(rows)
     rel = np.max(np.abs(eps[rows] - ref) / np.maximum(ref, 1e-300))
     note = f"{kind} latents, {metric}"
-    if P <= entropy._TREE_MAX_DIM:
-        note += "; ours uses the same KD-tree at d <= 16"
     if len(rows) < N:
         note += f"; cKDTree timed on {len(rows)} query rows, extrapolated ×{N / len(rows):.0f}"
     report(f"kl_entropy k={K_NEIGHBOURS}", P, t_ours, c_ours, t_ref, note, f"max rel diff of ε {rel:.1e}")

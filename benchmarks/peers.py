@@ -63,7 +63,7 @@ from lpc.data import load_data
 from lpc.metrics.reliability import (auroc, collect_outputs, fit_class_gaussians, mahalanobis_distance,
                                      mahalanobis_score, misclassification_summary, msp_score, odin_score)
 from lpc.metrics.robustness import deepfool, pgd_l2_radius, select_inputs
-from lpc.train import train  # not lpc.train: importing the submodule lpc.train replaces that attribute
+from lpc.trainer import train
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml"
 HEADS = ("ib", "no_pen")
@@ -189,7 +189,7 @@ def robustness_rows(name, model, config, x, bounds, fb, seconds):
     print(f"{'':<10}peers' mean radius/||x||: {means}")
     print(f"{'':<10}smallest on: {wins} inputs; peer points on the box's faces: {touching}")
 
-    # lpc train's cheaper settings, passed as lpc.train passes them to robustness_summary
+    # lpc train's cheaper settings, passed as lpc.evaluation passes them to robustness_summary
     settings = {"defaults": {}, "train settings": {"steps": e.pgd_steps, "restarts": e.pgd_restarts,
                                                    "search_steps": e.pgd_search_steps, "per_round": e.pgd_per_round}}
     for label, kwargs in settings.items():

@@ -72,7 +72,7 @@ def _data(dataset: str):
 
 
 def _one(job: tuple[str, str, float | None, int, float, str]) -> dict:
-    from lpc.train import train
+    from lpc.trainer import train
     torch.set_num_threads(1)
     dataset, head, target, seed, epochs, out = job
     started = time.perf_counter()

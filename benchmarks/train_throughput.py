@@ -3,7 +3,7 @@
     python benchmarks/train_throughput.py [--device cpu|cuda] [--threads N] [--cases mlp,resnet18] [--quick]
     python benchmarks/train_throughput.py --device cuda --gpu-check     # what benchmarks/gpu_check.sh runs
 
-Ours is ``lpc.train.train_epoch``, the loop ``lpc train`` runs: uint8 images on the device, a device permutation
+Ours is ``lpc.trainer.train_epoch``, the loop ``lpc train`` runs: uint8 images on the device, a device permutation
 per epoch, flip / padded crop / noise on whole batches, bf16 autocast, channels_last, fused AdamW and
 torch.compile on CUDA (``runtime: auto``), fp32 on the CPU.
 
@@ -44,7 +44,7 @@ from lpc.losses import GammaSchedule, compression_loss
 from machine import machine_line
 
 from lpc.model import build_model
-from lpc.train import _pad_fill, make_optimizer, resolve_runtime, train_epoch, training_module
+from lpc.trainer import _pad_fill, make_optimizer, resolve_runtime, steps_per_epoch, train_epoch, training_module
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -54,10 +54,10 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-# --------------------------------------------------------------------------- ours: lpc.train's loop
+# --------------------------------------------------------------------------- ours: lpc.trainer's loop
 
 class Ours:
-    """The model, optimizer and compiled training step exactly as ``lpc.train.train`` sets them up."""
+    """The model, optimizer and compiled training step exactly as ``lpc.trainer.train`` sets them up."""
 
     def __init__(self, config, data: Dataset, device: torch.device):
         self.config, self.device = config, device
@@ -70,7 +70,8 @@ class Ours:
         self.optimizer, _ = make_optimizer(self.model, config)
         self.step_model = training_module(self.model, self.runtime)
         self.pad_fill = _pad_fill(self.data, config)
-        self.gamma = GammaSchedule(config.gamma.init, config.gamma.factor, config.gamma.max)
+        self.gamma = GammaSchedule(config.gamma.init, config.gamma.factor, config.gamma.max,
+                                   steps_per_epoch=steps_per_epoch(len(self.data.x_train), config))
         self.epoch = 0
 
     def run(self, steps: int | None = None) -> tuple[int, float]:

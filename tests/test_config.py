@@ -1,3 +1,4 @@
+import warnings
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,8 @@ def test_mnist_config_builds_and_documents_each_change():
     text = (CONFIGS / "mnist.yaml").read_text()
     c = load_config(CONFIGS / "mnist.yaml")
     assert c.data.name == "mnist" and c.data.flip is False
-    for key in ("epochs:", "factor:", "max:", "init:", "classifier_lr_mult:", "classifier_lr_scaling:", "backbone:"):
+    for key in ("epochs:", "factor:", "max:", "init:", "floor:", "speed:", "classifier_lr_mult:", "classifier_lr_scaling:",
+                "backbone:"):
         line = next(l for l in text.splitlines() if l.strip().startswith(key))
         assert "#" in line, f"mnist.yaml should say why '{key}' differs from the paper"
 
@@ -85,6 +87,10 @@ def test_save_replaces_the_file_atomically(tmp_path):
     ({"gamma": {"max": float("inf")}}, "gamma.max: expected a finite number, got inf"),
     ({"optim": {"epochs": float("inf")}}, "optim.epochs: expected int, got inf"),
     ({"runtime": {"checkpoint_seconds": -1}}, "runtime.checkpoint_seconds must be >= 0, got -1"),
+    ({"gamma": {"floor": 0}}, "gamma.floor must be positive, got 0"),
+    ({"gamma": {"speed": -1}}, "gamma.speed must be positive, got -1"),
+    ({"gamma": {"schedule": "auto", "floor": 2.0, "max": 1.0}}, "gamma.max \\(1.0\\) is below gamma.floor \\(2.0\\)"),
+    ({"gamma": {"schedule": "paper", "init": 2.0, "max": 1.0}}, "gamma.max \\(1.0\\) is below gamma.init \\(2.0\\)"),
 ])
 def test_bad_values_name_field_and_value(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -106,3 +112,42 @@ def test_yaml_scientific_strings_are_numbers(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"optim": {"lr": "1e-4"}}))  # YAML 1.1 reads 1e-4 as a string
     assert load_config(path).optim.lr == 1e-4
+
+
+def test_the_auto_and_paper_schedules_start_from_their_own_settings():
+    c = load_config(CONFIGS / "mnist.yaml")
+    # the numbers lpc 0.1's mnist.yaml resolved to (init 0.1 as the floor, ramp 0.5 from 0.1 to 1e6): 14 decades
+    assert (c.gamma.schedule, c.gamma.floor, c.gamma.speed, c.gamma.max) == ("auto", 0.1, 14.0, 1e6)
+    paper = load_config(CONFIGS / "cifar10.yaml")
+    auto = apply_overrides(paper, {"gamma.schedule": "auto"})
+    assert (auto.gamma.floor, auto.gamma.speed, auto.gamma.init) == (0.1, 14.0, 1e-2)  # not the paper's 0.01 start
+    assert Config().gamma.ramp is None  # deprecated: read once, then gone
+
+
+LPC01_AUTO = {"schedule": "auto", "init": 0.1, "factor": 1.35, "max": 1.0e6, "every": 1, "target": 0.3, "width": 0.05,
+              "ramp": 0.5, "accuracy": 0.99, "reduction": "sum"}  # lpc 0.1's configs/mnist.yaml, as runs saved it
+
+
+def test_lpc_0_1_configs_still_mean_what_they_meant():
+    with pytest.warns(FutureWarning, match="gamma.ramp is deprecated"):
+        old = config_from_dict({"gamma": LPC01_AUTO})
+    assert (old.gamma.floor, old.gamma.init, old.gamma.ramp) == (0.1, 1e-2, None)  # lpc 0.1's init was the floor
+    assert old.gamma.speed == 14.0  # log10(1e6 / 0.1) / 0.5 exactly: the same γ as before
+    assert old.gamma == load_config(CONFIGS / "mnist.yaml").gamma  # so its run folders match today's config
+    with pytest.warns(FutureWarning, match="floor = 0.01"):
+        low = config_from_dict({"gamma": {**LPC01_AUTO, "init": 0.01, "ramp": 0.25}})
+    assert low.gamma.floor == 0.01 and low.gamma.speed == pytest.approx(8 / 0.25)
+    with pytest.warns(FutureWarning, match="meant nothing"):
+        paper = config_from_dict({"gamma": {"schedule": "paper", "init": 0.02, "max": 1e5, "ramp": 0.5}})
+    assert (paper.gamma.init, paper.gamma.floor, paper.gamma.speed, paper.gamma.ramp) == (0.02, 0.1, 14.0, None)
+    with pytest.warns(FutureWarning), pytest.raises(ConfigError, match="set gamma.speed instead"):
+        config_from_dict({"gamma": {**LPC01_AUTO, "ramp": -1}})
+
+
+def test_a_converted_config_saves_without_ramp(tmp_path):
+    with pytest.warns(FutureWarning):
+        old = config_from_dict({"gamma": {**LPC01_AUTO, "ramp": 0.25}})
+    old.save(tmp_path / "c.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # read back: nothing deprecated left in it
+        assert load_config(tmp_path / "c.yaml") == old

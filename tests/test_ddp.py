@@ -63,9 +63,9 @@ def test_two_gloo_processes_train_one_run_like_one_process(tmp_path, ddp_yaml):
     assert len(printed) == 1 and json.loads(printed[0])["status"] == "finished"
     assert ddp.stderr.count("run files in") == 1
     # the γ controller saw the same global batches on both ranks as the single process did: it moved alike
-    gammas = [torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["gamma"]["log_gamma"]
+    gammas = [torch.load(tmp_path / name / "checkpoint.pt", weights_only=True)["gamma"]["log_gamma"].item()
               for name in ("single", "ddp")]
-    assert gammas[1] > math.log(1e-2) + 1 and gammas[1] == pytest.approx(gammas[0], abs=0.05)
+    assert gammas[1] > math.log(0.1) + 1 and gammas[1] == pytest.approx(gammas[0], abs=0.05)
 
 
 def test_download_is_refused_under_torchrun(tmp_path, ddp_yaml, monkeypatch, capsys):
@@ -83,7 +83,7 @@ def test_download_is_refused_under_torchrun(tmp_path, ddp_yaml, monkeypatch, cap
 FAULT_HOOK = '''
 import os
 if os.environ.get("RANK") == os.environ.get("LPC_FAULT_RANK"):
-    import lpc.train as loop
+    import lpc.trainer as loop
     phase = os.environ["LPC_FAULT_PHASE"]
     name = {"step": "train_epoch", "evaluation": "evaluate"}[phase]
     original = getattr(loop, name)

@@ -154,7 +154,7 @@ def test_ctrl_c_checkpoints_at_the_end_of_the_epoch_and_resumes_exactly(tmp_path
 
 def _killed_in_epoch(config, out, monkeypatch, epoch):
     """Trains into ``out`` until ``epoch`` (1-based) starts, then dies there as SIGKILL would: no handler runs."""
-    import lpc.train as loop
+    import lpc.trainer as loop
 
     original, calls = loop.train_epoch, []
 
@@ -174,7 +174,7 @@ def _killed_in_epoch(config, out, monkeypatch, epoch):
 def test_a_run_killed_between_evaluations_resumes_from_its_time_checkpoint(tmp_path, tiny_npz, monkeypatch,
                                                                            seconds, saved_epoch):
     from lpc.files import load_torch
-    from lpc.train import train
+    from lpc.trainer import train
 
     # evaluations at epochs 3 and 8; dropout and noise make the result depend on every resumed RNG stream
     config = tiny_config(**{"data.path": str(tiny_npz), "optim.epochs": 8, "eval.log_every": 3,

@@ -1,5 +1,5 @@
 """Tests of the latent-geometry metrics (collapse, entropy, hypercube, geometry_summary) against analytic cases
-and small independent references."""
+and small independent references (numpy written here; scipy where installed)."""
 import doctest
 import math
 import warnings
@@ -7,8 +7,6 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from scipy.spatial import cKDTree
-from scipy.special import digamma, gammaln
 
 from lpc.metrics import collapse, entropy, geometry, hypercube
 from lpc.metrics import (
@@ -230,10 +228,31 @@ def test_norm_coeff_var_matches_numpy_population_std():
 # --------------------------------------------------------------------------- entropy
 
 
+def digamma(n):
+    """ψ(n) of a positive integer: the harmonic number H_{n−1} minus Euler's γ."""
+    return math.fsum(1.0 / j for j in range(1, n)) - 0.57721566490153286061
+
+
+gammaln = math.lgamma
+
+
+def _kth_neighbour(z, k, p=2):
+    """Distance from each row to its k-th nearest other row, by brute force in numpy float64 (differences first)."""
+    z = np.asarray(z, dtype=np.float64)
+    out = np.empty(len(z))
+    step = max(1, (1 << 22) // (len(z) * z.shape[1]))
+    for s in range(0, len(z), step):
+        diff = np.abs(z[s:s + step, None, :] - z[None, :, :])
+        dist = diff.max(-1) if p == np.inf else np.sqrt((diff * diff).sum(-1))
+        dist[np.arange(dist.shape[0]), np.arange(s, s + dist.shape[0])] = np.inf     # self, by index
+        out[s:s + step] = np.partition(dist, k - 1, axis=1)[:, k - 1]
+    return out
+
+
 def _kl_reference(z, k, p=2):
-    """KL entropy from scipy's exact KD-tree neighbour distances."""
-    N, d = z.shape
-    eps = cKDTree(z).query(z, k + 1, p=p)[0][:, -1]
+    """KL entropy from brute-force neighbour distances."""
+    N, d = np.shape(z)
+    eps = _kth_neighbour(z, k, p)
     log_vd = d * math.log(2) if p == np.inf else 0.5 * d * math.log(math.pi) - gammaln(1 + 0.5 * d)
     return digamma(N) - digamma(k) + log_vd + d * np.mean(np.log(eps))
 
@@ -270,7 +289,7 @@ def test_massive_distance_ties_go_through_the_exhaustive_fallback(monkeypatch):
     monkeypatch.setattr(entropy, "_knn_fallback", lambda *a: calls.append(a[3].numel()) or fallback(*a))
     for k in (1, 50, 150):
         ours = entropy._knn_euclidean(torch.from_numpy(z), k).numpy()
-        np.testing.assert_allclose(ours, cKDTree(z).query(z, k + 1)[0][:, -1], rtol=1e-12)
+        np.testing.assert_allclose(ours, _kth_neighbour(z, k), rtol=1e-12)
     assert calls and max(calls) == len(z)
 
 
@@ -285,18 +304,47 @@ def test_neighbour_distances_are_exact(case):
         z = np.repeat(10 + rng.normal(size=(6, 24)), 250, axis=0) + 1e-7 * rng.normal(size=(1500, 24))
     z64 = np.asarray(z, dtype=np.float64)
     for k in (1, 7, 100):
-        ref = cKDTree(z64).query(z64, k + 1)[0][:, -1]
+        ref = _kth_neighbour(z64, k)
         ours = entropy._knn_euclidean(torch.from_numpy(np.asarray(z)), k).numpy()
         np.testing.assert_allclose(ours, ref, rtol=1e-12, atol=0)
         cheb = entropy._knn_chebyshev(torch.from_numpy(np.asarray(z)), k).numpy()
-        np.testing.assert_allclose(cheb, cKDTree(z64).query(z64, k + 1, p=np.inf)[0][:, -1], rtol=1e-12)
+        np.testing.assert_allclose(cheb, _kth_neighbour(z64, k, p=np.inf), rtol=1e-12)
     assert kl_entropy(z, k=7) == pytest.approx(_kl_reference(z64, 7), rel=1e-10, abs=1e-9)
     if case == "tiny_scale_offset":
         # the shortcut ‖a‖² + ‖b‖² − 2ab in float32 really does lose these distances
         t = torch.from_numpy(z)
         naive = torch.cdist(t, t, compute_mode="use_mm_for_euclid_dist").sort(1).values[:, 7].double().numpy()
-        ref = cKDTree(z64).query(z64, 8)[0][:, -1]
+        ref = _kth_neighbour(z64, 7)
         assert np.max(np.abs(naive - ref) / ref) > 0.01
+
+
+def test_neighbour_distances_and_entropy_equal_scipy_on_data_with_ties():
+    spatial = pytest.importorskip("scipy.spatial")
+    special = pytest.importorskip("scipy.special")
+    rng = _rng(35)
+    # integer grid points: exact duplicates and long runs of equal distances, in both norms
+    z = rng.integers(-3, 4, size=(2000, 4)).astype(np.float64)
+    z[:500] = rng.normal(size=(500, 4))                       # and some points off the grid
+    tree = spatial.cKDTree(z)
+    for k in (1, 5, 60):
+        for metric, p in (("euclidean", 2), ("chebyshev", np.inf)):
+            ref = tree.query(z, k + 1, p=p)[0][:, -1]   # the point itself is among the k + 1
+            np.testing.assert_allclose(entropy._knn_distances(torch.from_numpy(z), k, metric).numpy(), ref,
+                                       rtol=1e-12, atol=0)
+    g = rng.normal(size=(3000, 6))
+    eps = spatial.cKDTree(g).query(g, 11)[0][:, -1]
+    log_vd = 3 * math.log(math.pi) - special.gammaln(4)
+    assert kl_entropy(g, k=10) == pytest.approx(special.digamma(3000) - special.digamma(10) + log_vd
+                                                + 6 * np.mean(np.log(eps)), rel=1e-12)
+
+
+def test_digamma_of_integers_is_the_harmonic_number_minus_euler_gamma():
+    for n in (1, 2, 10, 100, 12_345, 1_000_000):
+        assert entropy._digamma(n) == pytest.approx(digamma(n), rel=1e-15, abs=1e-15), n
+    assert entropy._digamma(1) == pytest.approx(-0.5772156649015329, rel=1e-15)
+    special = pytest.importorskip("scipy.special")
+    for n in (3, 777, 50_000, 10**8):
+        assert entropy._digamma(n) == pytest.approx(special.digamma(n), rel=1e-15), n
 
 
 def test_kl_entropy_duplicates_are_floored_as_documented():
@@ -312,7 +360,7 @@ def test_kl_entropy_duplicates_are_floored_as_documented():
         assert math.isfinite(h)
     with pytest.raises(ValueError, match="min_distance"):
         kl_entropy(z, k=k, min_distance=0)
-    # the all-pairs torch path (used for d > 16 or off-CPU) excludes self by index too
+    # the all-pairs search excludes self by index, so every copy finds its twins at distance 0
     t = torch.from_numpy(z)
     assert torch.all(entropy._knn_euclidean(t, k) == 0)
     assert torch.all(entropy._knn_chebyshev(t, k) == 0)
@@ -323,7 +371,7 @@ def test_kl_entropy_duplicates_are_floored_as_documented():
                               + 20 * math.log(1e-10), rel=1e-12)
 
 
-@pytest.mark.parametrize("d", [3, 20])      # scipy's KD-tree and the all-pairs torch search
+@pytest.mark.parametrize("d", [3, 20])
 def test_kl_entropy_scale_free_is_the_entropy_of_z_over_its_rms(d):
     rng = _rng(33)
     z = rng.normal(size=(800, d)) * rng.uniform(0.5, 2.0, d) + 4.0

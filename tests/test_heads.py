@@ -119,3 +119,17 @@ def test_width_settings_are_validated():
     for bad in ({"intermediate": "big"}, {"wide": "auto"}, {"narrow": 0}, {"intermediate": True}):
         with pytest.raises(ConfigError, match="model.widths"):
             config_from_dict({"model": {"widths": bad}})
+
+
+def test_head_arguments_build_the_same_head_for_subclasses():
+    from lpc.heads import Head, head_arguments
+    arguments = head_arguments("nonlin_pen_l1", 32, 10, {"intermediate": "auto"}, l1_weight=0.5)
+    assert arguments == {"in_features": 32, "num_classes": 10, "latent_dim": 8, "linear": False, "compression": False,
+                         "dropout": 0.0, "l1_weight": 0.5, "l1_on": "weights"}
+    torch.manual_seed(0)
+    built = build_head("nonlin_pen_l1", 32, 10, {"intermediate": "auto"}, l1_weight=0.5)
+    torch.manual_seed(0)
+    again = Head(**arguments)
+    assert all(torch.equal(a, b) for a, b in zip(built.state_dict().values(), again.state_dict().values()))
+    with pytest.raises(ConfigError, match="lpc.attach head: unknown value 'ibb'"):
+        head_arguments("ibb", 32, 10, where="lpc.attach head")

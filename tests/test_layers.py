@@ -5,16 +5,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lpc"
-# metrics are pure functions of tensors: they sit left of the trainer that records them
-LAYERS = ["files", "config", "losses", "data", "distributed", "backbones", "heads", "model", "metrics", "train",
-          "runs", "study", "report", "cli"]
+# metrics are pure functions of tensors: they sit left of the evaluation that computes them on a model, which
+# sits left of the trainer that records them
+LAYERS = ["_extras", "files", "config", "heads", "losses", "attachment", "data", "distributed", "backbones", "model", "metrics",
+          "evaluation", "trainer", "runs", "study", "report", "cli"]
 
 
 def imported(path: Path) -> set[str]:
     names = set()
     for dots, module in re.findall(r"^\s*from (\.+)([a-z_]*)", path.read_text(), flags=re.M):
         if module:  # `from . import __version__` reads the package's version only
-            names.add("metrics" if path.parent.name == "metrics" and len(dots) == 1 else module)
+            # inside a subpackage (metrics, report) `from .x` is the subpackage itself
+            names.add(path.parent.name if path.parent != PACKAGE and len(dots) == 1 else module)
     return names
 
 

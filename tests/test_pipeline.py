@@ -13,8 +13,8 @@ from lpc.config import apply_overrides
 from lpc.data import load_data
 from lpc.losses import GammaSchedule, compression_loss
 from lpc.model import build_model
-from lpc.train import (TrainForward, _pad_fill, epoch_generators, make_optimizer, resolve_runtime, train,
-                       train_epoch)
+from lpc.trainer import (TrainForward, _pad_fill, epoch_generators, make_optimizer, resolve_runtime, train,
+                         train_epoch)
 
 CPU = torch.device("cpu")
 

@@ -1,11 +1,9 @@
-"""Tests of lpc.metrics.reliability against sklearn, scipy and numpy references written here."""
+"""Tests of lpc.metrics.reliability against numpy references written here, and sklearn / scipy where installed."""
 import math
 
 import numpy as np
 import pytest
 import torch
-from scipy.spatial.distance import mahalanobis
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from lpc.metrics.reliability import (
@@ -23,6 +21,20 @@ from lpc.metrics.reliability import (
 )
 
 RNG = np.random.default_rng
+
+
+def textbook_mahalanobis(u, v, precision):
+    """√((u − v)ᵀ P (u − v)), the definition (scipy.spatial.distance.mahalanobis's formula)."""
+    d = np.asarray(u, dtype=np.float64) - np.asarray(v, dtype=np.float64)
+    return math.sqrt(d @ precision @ d)
+
+
+def pairwise_auroc(positives, scores):
+    """The AUROC by its definition: over every (positive, negative) pair, 1 if the positive scores higher, ½ if tied."""
+    p = np.asarray(positives, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    pos, neg = s[p][:, None], s[~p][None, :]
+    return float(((pos > neg).sum() + 0.5 * (pos == neg).sum()) / (pos.size * neg.size))
 
 
 def np_softmax_max(logits, temperature=1.0):
@@ -55,16 +67,16 @@ def reference_gaussians(z, y, covariance, standardize):
 def test_auroc_equals_sklearn_on_hand_built_scores_with_ties():
     scores = [0.9, 0.8, 0.8, 0.3, 0.3, 0.1, 0.7, 0.2]
     positives = [1, 1, 0, 1, 0, 0, 1, 0]
-    assert auroc(scores, positives) == roc_auc_score(positives, scores)
-    assert auroc(torch.tensor(scores), torch.tensor(positives, dtype=torch.bool)) == roc_auc_score(positives, scores)
+    assert auroc(scores, positives) == pairwise_auroc(positives, scores)
+    assert auroc(torch.tensor(scores), torch.tensor(positives, dtype=torch.bool)) == pairwise_auroc(positives, scores)
     rng = RNG(0)
     s, p = rng.normal(size=500), rng.random(500) < 0.3
-    assert auroc(s, p) == pytest.approx(roc_auc_score(p, s), abs=1e-12)
+    assert auroc(s, p) == pytest.approx(pairwise_auroc(p, s), abs=1e-12)
 
 
 def test_auroc_ranks_infinite_scores_and_rejects_undefined_cases():
     # -inf is simply the lowest score: same AUROC as a finite stand-in
-    assert auroc([2.0, 1.0, -math.inf, 0.5], [1, 0, 0, 1]) == roc_auc_score([1, 0, 0, 1], [2.0, 1.0, -99.0, 0.5])
+    assert auroc([2.0, 1.0, -math.inf, 0.5], [1, 0, 0, 1]) == pairwise_auroc([1, 0, 0, 1], [2.0, 1.0, -99.0, 0.5])
     with pytest.raises(ValueError, match="both classes"):
         auroc([0.1, 0.2], [True, True])
     with pytest.raises(ValueError, match="NaN"):
@@ -73,12 +85,44 @@ def test_auroc_ranks_infinite_scores_and_rejects_undefined_cases():
         auroc([0.1, 0.2, 0.3], [True, False])
 
 
+def test_auroc_of_two_level_scores_is_the_closed_form():
+    # scores 0/1 only: P(s+ > s-) + ½ P(s+ = s-) from the four counts; millions of ties, and exact
+    n1, n0, m1, m0 = 1_234_567, 765_433, 300_001, 1_699_999   # positives at 1, at 0; negatives at 1, at 0
+    scores = np.r_[np.ones(n1), np.zeros(n0), np.ones(m1), np.zeros(m0)]
+    positives = np.r_[np.ones(n1 + n0, bool), np.zeros(m1 + m0, bool)]
+    exact = (n1 * m0 + 0.5 * (n1 * m1 + n0 * m0)) / ((n1 + n0) * (m1 + m0))
+    assert auroc(scores, positives) == exact
+    assert auroc(np.zeros(10), np.arange(10) < 3) == 0.5            # all tied: chance
+    assert auroc([1.0, 2.0, 3.0, 4.0], [0, 1, 0, 1]) == 0.75         # pairs won: (2>1), (4>1), (4>3) of 4
+    assert auroc([-math.inf, 0.0, math.inf], [0, 1, 1]) == 1.0
+
+
+def test_auroc_and_ranks_equal_sklearn_and_scipy_on_random_scores_with_ties():
+    metrics = pytest.importorskip("sklearn.metrics")
+    stats = pytest.importorskip("scipy.stats")
+    from lpc.metrics.reliability import _average_ranks
+
+    rng = RNG(11)
+    for trial in range(200):
+        n = int(rng.integers(2, 400))
+        levels = int(rng.integers(1, 30))
+        # coarse integer levels give runs of ties of every length; some trials continuous
+        s = rng.integers(0, levels, n).astype(np.float64) if trial % 3 else rng.normal(size=n)
+        p = rng.random(n) < rng.uniform(0.05, 0.95)
+        if p.all() or not p.any():
+            continue
+        np.testing.assert_array_equal(_average_ranks(s), stats.rankdata(s))
+        # sklearn integrates the ROC curve by trapezoids: equal up to its last-bit rounding
+        assert auroc(s, p) == pytest.approx(metrics.roc_auc_score(p, s), rel=0, abs=4e-16)
+        assert auroc(s, p) == pairwise_auroc(p, s)
+
+
 # --------------------------------------------------------------------------- Mahalanobis
 
 
 @pytest.mark.parametrize("covariance", ["tied", "per_class"])
 @pytest.mark.parametrize("standardize", [False, True])
-def test_mahalanobis_distance_equals_scipy(covariance, standardize):
+def test_mahalanobis_distance_equals_the_definition(covariance, standardize):
     rng = RNG(1)
     # features on very different scales, so standardisation changes the answer
     z = rng.normal(size=(400, 6)) * np.array([1, 10, 0.1, 3, 1, 5]) + rng.normal(size=6)
@@ -91,14 +135,26 @@ def test_mahalanobis_distance_equals_scipy(covariance, standardize):
 
     means, prec, shift, scale = reference_gaussians(z, y, covariance, standardize)
     zqs = (zq - shift) / scale
-    expected = [mahalanobis(zqs[i], means[cq[i]], prec[cq[i]]) for i in range(len(zq))]
+    expected = [textbook_mahalanobis(zqs[i], means[cq[i]], prec[cq[i]]) for i in range(len(zq))]
     np.testing.assert_allclose(got, expected, rtol=1e-9)
 
     every = mahalanobis_distance(zq, fitted).numpy()  # (N, C), array input
-    expected_all = [[mahalanobis(zqs[i], means[c], prec[c]) for c in range(4)] for i in range(len(zq))]
+    expected_all = [[textbook_mahalanobis(zqs[i], means[c], prec[c]) for c in range(4)] for i in range(len(zq))]
     np.testing.assert_allclose(every, expected_all, rtol=1e-9)
     np.testing.assert_allclose(mahalanobis_score(zq, fitted).numpy(), -np.min(expected_all, axis=1), rtol=1e-9)
     np.testing.assert_allclose(mahalanobis_score(zq, fitted, classes=cq).numpy(), -np.asarray(expected), rtol=1e-9)
+
+
+def test_mahalanobis_distance_equals_scipy():
+    distance = pytest.importorskip("scipy.spatial.distance")
+    rng = RNG(12)
+    z = rng.normal(size=(300, 5)) * np.array([1, 10, 0.1, 3, 1])
+    y = rng.integers(0, 3, size=300)
+    zq, cq = rng.normal(size=(25, 5)) * 3, rng.integers(0, 3, size=25)
+    means, prec, _, _ = reference_gaussians(z, y, "per_class", False)
+    expected = [distance.mahalanobis(zq[i], means[cq[i]], prec[cq[i]]) for i in range(25)]
+    fitted = fit_class_gaussians(z, y, covariance="per_class")
+    np.testing.assert_allclose(mahalanobis_distance(zq, fitted, cq).numpy(), expected, rtol=1e-9)
 
 
 def test_mahalanobis_handles_rank_deficient_collapsed_latents_like_pinv():
@@ -110,7 +166,7 @@ def test_mahalanobis_handles_rank_deficient_collapsed_latents_like_pinv():
     fitted = fit_class_gaussians(z, y, covariance="tied")
     zq, cq = z[:20] + rng.normal(size=(20, 6)), y[:20]
     means, prec, _, _ = reference_gaussians(z, y, "tied", False)
-    expected = [mahalanobis(zq[i], means[cq[i]], prec[cq[i]]) for i in range(20)]
+    expected = [textbook_mahalanobis(zq[i], means[cq[i]], prec[cq[i]]) for i in range(20)]
     np.testing.assert_allclose(mahalanobis_distance(zq, fitted, cq).numpy(), expected, rtol=1e-8)
 
 
@@ -183,10 +239,10 @@ def test_misclassification_summary_matches_an_independent_pipeline():
     ok = l_tr.argmax(1) == y_tr  # Gaussians fitted on correctly classified training samples only
     means, prec, _, _ = reference_gaussians(z_tr[ok], y_tr[ok], "tied", False)
     pred = l_te.argmax(1)
-    maha = [-mahalanobis(z_te[i], means[pred[i]], prec[pred[i]]) for i in range(len(z_te))]
-    assert out["auroc_mahalanobis"] == pytest.approx(roc_auc_score(correct_te, maha), abs=1e-12)
-    assert out["auroc_odin"] == pytest.approx(roc_auc_score(correct_te, np_softmax_max(l_te, 100.0)), abs=1e-12)
-    assert out["auroc_msp"] == pytest.approx(roc_auc_score(correct_te, np_softmax_max(l_te)), abs=1e-12)
+    maha = [-textbook_mahalanobis(z_te[i], means[pred[i]], prec[pred[i]]) for i in range(len(z_te))]
+    assert out["auroc_mahalanobis"] == pytest.approx(pairwise_auroc(correct_te, maha), abs=1e-12)
+    assert out["auroc_odin"] == pytest.approx(pairwise_auroc(correct_te, np_softmax_max(l_te, 100.0)), abs=1e-12)
+    assert out["auroc_msp"] == pytest.approx(pairwise_auroc(correct_te, np_softmax_max(l_te)), abs=1e-12)
     assert all(0.5 < v <= 1.0 for v in out.values())  # informative scores on this toy problem
 
 
@@ -238,7 +294,7 @@ def test_ood_auroc_keys_values_and_agreement_with_outputs_path():
         assert again[key] == pytest.approx(out[key], abs=1e-6)
     positives = np.r_[np.ones(100, bool), np.zeros(80, bool)]
     msp = np.r_[np_softmax_max(li.numpy()), np_softmax_max(lo.numpy())]
-    assert out["ood_auroc_msp"] == pytest.approx(roc_auc_score(positives, msp), abs=1e-6)
+    assert out["ood_auroc_msp"] == pytest.approx(pairwise_auroc(positives, msp), abs=1e-6)
     with pytest.raises(ValueError, match="z_train, y_train and logits_train"):
         ood_auroc(model, x_in, x_ood, score="mahalanobis", z_train=z_train, y_train=y_train)
     with pytest.raises(ValueError, match="score"):
@@ -271,10 +327,10 @@ def test_ood_auroc_fits_on_the_correctly_classified_training_latents():
     positives = np.r_[np.ones(150, bool), np.zeros(120, bool)]
 
     def closest(means, prec):
-        return [-min(mahalanobis(z, means[c], prec[c]) for c in means) for z in z_all]
+        return [-min(textbook_mahalanobis(z, means[c], prec[c]) for c in means) for z in z_all]
 
-    reference = roc_auc_score(positives, closest(*reference_gaussians(z_tr[ok], y_tr[ok], "tied", False)[:2]))
-    all_latents = roc_auc_score(positives, closest(*reference_gaussians(z_tr, y_tr, "tied", False)[:2]))
+    reference = pairwise_auroc(positives, closest(*reference_gaussians(z_tr[ok], y_tr[ok], "tied", False)[:2]))
+    all_latents = pairwise_auroc(positives, closest(*reference_gaussians(z_tr, y_tr, "tied", False)[:2]))
     assert public == pytest.approx(reference, abs=1e-12)
     assert abs(public - all_latents) > 1e-4
     assert ood_auroc_from_outputs(l_in, z_in, l_out, z_out, fitted, score="mahalanobis") == \

@@ -10,7 +10,7 @@ from lpc.cli import main
 from lpc.config import DataConfig
 from lpc.data import load_data
 from lpc.files import RunFileError
-from lpc.train import train
+from lpc.trainer import train
 
 METRIC_KEYS = {"robustness_deepfool", "deepfool_flip_rate", "robustness_pgd_l2", "robustness_bisection",
                "auroc_mahalanobis", "auroc_odin", "auroc_msp", "ood_auroc_mahalanobis", "ood_auroc_odin",
@@ -82,7 +82,7 @@ def test_analyze_on_other_data_normalizes_with_the_runs_statistics(finished_run,
 
 def test_the_pipeline_and_the_public_ood_auroc_share_one_mahalanobis_convention(finished_run):
     from lpc.metrics.reliability import ood_auroc
-    from lpc.train import ood_inputs, predict
+    from lpc.evaluation import ood_inputs, predict
 
     run_dir, config, summary = finished_run
     model, _ = load_run(run_dir)

@@ -134,7 +134,7 @@ def cmd_train(args) -> int:
     from .data import DataError, load_data
     from .distributed import from_env
     from .model import build_model
-    from .train import train
+    from .trainer import train
 
     config = _resolve(args)
     where = from_env()  # under torchrun: this process's rank among the ones training this run
@@ -245,17 +245,32 @@ def cmd_report(args) -> int:
     return 0
 
 
+# What each command imports beyond torch and numpy: checked (not imported) before it starts, so a core-only
+# install gets one line naming the extra instead of a traceback, possibly after minutes of training
+_COMMAND_NEEDS = {"train": ("yaml", "tqdm"), "analyze": ("yaml",), "study": ("yaml", "tqdm", "scipy", "matplotlib"),
+                  "report": ("yaml", "scipy", "matplotlib"), "download": ("torchvision",), "plot": ("matplotlib",)}
+
+
 def main(argv: list[str] | None = None) -> int:
+    from ._extras import MissingExtra, check, extra_of, message
     from .config import ConfigError
     from .data import DataError
     from .files import RunFileError
 
     args = _parser().parse_args(argv)
     try:
+        check(f"lpc {args.command}", _COMMAND_NEEDS.get(args.command, ()))
         return {"train": cmd_train, "analyze": cmd_analyze, "study": cmd_study,
                 "report": cmd_report, "download": cmd_download, "plot": cmd_plot}[args.command](args)
     except (ConfigError, DataError, RunFileError) as error:
         print(f"lpc: error: {error}", file=sys.stderr)
+        return 2
+    except ImportError as error:
+        # a core-only install (torch + numpy) reaching a harness dependency: one line naming the extra
+        extra = error.extra if isinstance(error, MissingExtra) else extra_of(error.name)
+        if extra is None or not isinstance(error, (ModuleNotFoundError, MissingExtra)):
+            raise
+        print(f"lpc: error: {message(f'lpc {args.command}', error.name or '?', extra)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lpc: interrupted", file=sys.stderr)

@@ -4,11 +4,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_args, get_origin, get_type_hints
-
-import yaml
 
 from .files import atomic_write_bytes
 
@@ -65,15 +64,38 @@ class OptimConfig:
 @dataclass
 class GammaConfig:
     schedule: str = "paper"  # paper: Appendix C, per epoch | auto: feedback on training confidence (lpc.AutoGamma)
-    init: float = 1e-2  # γ at the start (Appendix C); auto: also γ's floor
+    init: float = 1e-2  # paper: γ in the first epoch (Appendix C)
     factor: float = 1.05  # paper: γ_step, γ is multiplied by this every `every` epochs
-    max: float = 1e6  # γ_max
+    max: float = 1e6  # γ_max; auto: a cap only
     every: int = 1  # paper: epochs between multiplications
+    floor: float = 0.1  # auto: γ's lower bound and start (AutoGamma's default; the paper's init 1e-2 is too weak there)
+    speed: float = 14.0  # auto: decades γ can climb over the run at full speed (14: from 0.1 to 1e6 in half the run)
     target: float = 0.3  # auto: set point of the training batches' mean true-class probability (AutoGamma's default)
     width: float = 0.05  # auto: deviation from the target (in probability) at which γ moves at ~3/4 speed
-    ramp: float = 0.5  # auto: at full speed γ climbs from init to max within this fraction of the run's steps
     accuracy: float = 0.99  # auto: below this training-batch accuracy γ backs off whatever the confidence (0: no gate)
     reduction: str = "sum"  # sum: batch mean of ||z||^2 (Eq. 3) | mean: also divided by the latent width
+    ramp: float | None = None  # deprecated (lpc 0.1): read as speed = log10(max / floor) / ramp, then dropped
+
+    def __post_init__(self):
+        # a config that sets ramp was written for lpc 0.1, where init was also the auto schedule's floor: it is
+        # read as it was meant, so that its runs' folders still match the same config written today
+        if self.ramp is None:
+            return
+        if self.schedule != "auto":
+            warnings.warn("gamma.ramp is deprecated (and meant nothing for the paper schedule): ignored",
+                          FutureWarning, stacklevel=2)
+            self.ramp = None
+            return
+        if self.floor == GammaConfig.floor:  # not set: lpc 0.1 had no floor
+            warnings.warn(f"gamma.init of an lpc 0.1 auto config was γ's floor: read as gamma.floor = {self.init!r}; "
+                          "write gamma.floor (gamma.init is the paper schedule's start only)", FutureWarning,
+                          stacklevel=2)
+            self.floor, self.init = self.init, GammaConfig.init
+        if self.ramp > 0 and self.max > self.floor > 0:
+            speed = math.log10(self.max / self.floor) / self.ramp
+            warnings.warn(f"gamma.ramp is deprecated: read as gamma.speed = log10(max / floor) / ramp = {speed:.6g}; "
+                          "write gamma.speed", FutureWarning, stacklevel=2)
+            self.speed, self.ramp = speed, None
 
 
 @dataclass
@@ -123,6 +145,7 @@ class Config:
 
     def save(self, path: str | Path) -> None:
         """Writes the YAML atomically: a run killed meanwhile leaves the old file or the new one, never half."""
+        yaml = _yaml("writing a YAML config")
         atomic_write_bytes(path, yaml.safe_dump(self.to_dict(), sort_keys=False).encode())
 
 
@@ -185,10 +208,17 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     return config
 
 
+
+def _yaml(feature: str):
+    # imported here, not at the top: `import lpc` must work with torch and numpy alone
+    from ._extras import require
+    return require("yaml", feature)
+
 def load_config(path: str | Path) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    yaml = _yaml("reading a YAML config")
     try:
         values = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -219,7 +249,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' is not of the form key.path=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    return key.strip(), _yaml("parsing --set values").safe_load(raw)
 
 
 def check_choice(where: str, value: str, allowed) -> None:
@@ -272,18 +302,19 @@ def validate(config: Config) -> None:
     check_choice("optim.classifier_lr_scaling", config.optim.classifier_lr_scaling, ("none", "fan_in"))
     positive("optim.lr_decay_factor", config.optim.lr_decay_factor)
     positive("optim.lr_decay_every", config.optim.lr_decay_every)
-    positive("gamma.init", config.gamma.init)
-    positive("gamma.factor", config.gamma.factor)
-    positive("gamma.max", config.gamma.max)
-    positive("gamma.every", config.gamma.every)
-    positive("gamma.width", config.gamma.width)
-    positive("gamma.ramp", config.gamma.ramp)
+    g = config.gamma
+    for name in ("init", "factor", "max", "every", "floor", "speed", "width"):
+        positive(f"gamma.{name}", getattr(g, name))
+    if g.ramp is not None:  # left set only where it could not be read as a speed
+        raise ConfigError(f"gamma.ramp is deprecated; set gamma.speed instead (got ramp={g.ramp!r} with "
+                          f"floor={g.floor!r}, max={g.max!r})")
     if not 0 <= config.gamma.accuracy <= 1:
         raise ConfigError(f"gamma.accuracy must be in [0, 1], got {config.gamma.accuracy!r}")
     if not 0 < config.gamma.target < 1:
         raise ConfigError(f"gamma.target must be in (0, 1), got {config.gamma.target!r}")
-    if config.gamma.max < config.gamma.init:
-        raise ConfigError(f"gamma.max ({config.gamma.max!r}) is below gamma.init ({config.gamma.init!r})")
+    start = "floor" if g.schedule == "auto" else "init"
+    if g.max < getattr(g, start):
+        raise ConfigError(f"gamma.max ({g.max!r}) is below gamma.{start} ({getattr(g, start)!r})")
     positive("eval.log_every", config.eval.log_every)
     positive("eval.odin_temperature", config.eval.odin_temperature)
     positive("eval.pgd_per_round", config.eval.pgd_per_round)

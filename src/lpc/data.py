@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._extras import require
 from .config import DataConfig
 
 
@@ -263,7 +264,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def _read_imagefolder(root: Path) -> dict[str, np.ndarray]:
-    from torchvision.datasets import ImageFolder
+    ImageFolder = require("torchvision.datasets", "reading an image folder").ImageFolder
 
     arrays, classes = {}, None
     for split in ("train", "val", "test"):
@@ -366,7 +367,7 @@ def _write_cache(cache: Path, name: str, arrays: dict[str, np.ndarray], sources:
 
 
 def _decode_torchvision(name: str, root: Path, download: bool) -> dict[str, np.ndarray]:
-    from torchvision import datasets
+    datasets = require("torchvision.datasets", f"reading {name}")
 
     title, folder, files, size = TORCHVISION[name]
     if download:

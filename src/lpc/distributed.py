@@ -56,6 +56,13 @@ def from_env() -> Distributed:
                        world_size=world)
 
 
+def resolve_device(name: str) -> torch.device:
+    """``config.device`` as a torch device: ``auto`` is CUDA when there is one, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def device_for(device: torch.device, where: Distributed) -> torch.device:
     """Each process of a multi-GPU run gets the GPU of its local rank; CPU processes share the CPU."""
     if where.enabled and device.type == "cuda" and device.index is None:

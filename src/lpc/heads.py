@@ -8,7 +8,11 @@ import torch
 from torch import nn
 
 from .config import ConfigError, WidthsConfig, check_choice
-from .losses import l1_penalty
+
+
+def l1_penalty(module: nn.Linear) -> torch.Tensor:
+    """Sum of absolute weights of a linear layer (the NONLIN PEN + L1 head's penalty, bias excluded)."""
+    return module.weight.abs().sum()
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,8 @@ def auto_width(num_classes: int, which: str = "intermediate") -> int:
     hypercube vertex (the paper's NARROW IB on CIFAR-10). ``intermediate``: 2^(ceil(log2 K) - 1), the paper's
     own choices (8 for 10 classes, 64 for 100) as one rule: the width grows with K like the classifier's
     rows do, so the classes are not squeezed together as K grows. Measured with 100 classes in 38 and 150
-    epochs: width 8 lost 12.8 and 17.9 points to no_pen, width 64 +1.3 and -0.65 (README, *The paper's regime*).
+    epochs: width 8 lost 12.8 and 17.9 points to no_pen, width 64 +1.3 and -0.65 (docs/gamma.md, *The paper's
+    regime*).
 
     >>> [auto_width(k) for k in (2, 10, 26, 50, 100)], auto_width(10, "narrow")
     ([1, 8, 16, 32, 64], 4)
@@ -130,7 +135,16 @@ def resolve_widths(widths: WidthsConfig, num_classes: int) -> WidthsConfig:
 def build_head(name: str, in_features: int, num_classes: int, widths: WidthsConfig | dict | None = None, *,
                dropout: float = 0.5, l1_weight: float = 1e-4, l1_on: str = "weights") -> Head:
     """Builds one of :data:`HEADS` by name; ``widths`` gives the intermediate / wide / narrow sizes."""
-    check_choice("model.head", name, HEADS)
+    return Head(**head_arguments(name, in_features, num_classes, widths, dropout=dropout, l1_weight=l1_weight,
+                                 l1_on=l1_on))
+
+
+def head_arguments(name: str, in_features: int, num_classes: int, widths: WidthsConfig | dict | None = None, *,
+                   dropout: float = 0.5, l1_weight: float = 1e-4, l1_on: str = "weights",
+                   where: str = "model.head") -> dict:
+    """The keyword arguments of :class:`Head` for the head :func:`build_head` builds (for its subclasses);
+    ``where`` names the setting in error messages."""
+    check_choice(where, name, HEADS)
     if widths is None:
         widths = WidthsConfig()
     elif isinstance(widths, dict):
@@ -140,5 +154,6 @@ def build_head(name: str, in_features: int, num_classes: int, widths: WidthsConf
     latent_dim = getattr(widths, spec.width) if spec.width else None
     if latent_dim is not None and latent_dim < 1:
         raise ConfigError(f"model.widths.{spec.width} must be a positive integer, got {latent_dim!r}")
-    return Head(in_features, num_classes, latent_dim=latent_dim, linear=spec.linear, compression=spec.compression,
-                dropout=dropout if spec.dropout else 0.0, l1_weight=l1_weight if spec.l1 else 0.0, l1_on=l1_on)
+    return {"in_features": in_features, "num_classes": num_classes, "latent_dim": latent_dim, "linear": spec.linear,
+            "compression": spec.compression, "dropout": dropout if spec.dropout else 0.0,
+            "l1_weight": l1_weight if spec.l1 else 0.0, "l1_on": l1_on}

@@ -9,9 +9,10 @@ from torch import nn
 
 from .config import Config, load_config
 from .data import Dataset, Normalization, load_data
+from .distributed import resolve_device
+from .evaluation import evaluate, final_metrics
 from .files import RunFileError, load_torch, read_json
 from .model import build_model
-from .train import evaluate, final_metrics, resolve_device
 
 
 def load_run(run_dir: str | Path, *, device: str | torch.device = "cpu",

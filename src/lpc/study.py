@@ -15,7 +15,7 @@ with the best *validation* accuracy at the last epoch is kept (the script picked
 to the smaller learning rate; diverged and failed runs are never selected. Aggregates are mean ± sample
 standard deviation (ddof=1) over the selected runs of a head, one per seed, with n.
 
-Every run goes through :func:`lpc.train.train`, the code path of ``lpc train``: a run is done when its
+Every run goes through :func:`lpc.trainer.train`, the code path of ``lpc train``: a run is done when its
 ``summary.json`` says ``finished`` or ``diverged``; an interrupted run resumes from its last checkpoint.
 """
 from __future__ import annotations
@@ -36,11 +36,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
-import yaml
 
 from . import __version__
+from ._extras import require
 from .config import Config, ConfigError, apply_overrides, check_choice, config_from_dict
 from .files import RunFileError, atomic_write_bytes, read_json, write_csv, write_json
+
+yaml = require("yaml", "lpc.study")
 
 SELECTION_RULE = ("for each (head, seed), the learning rate with the highest validation accuracy at the last "
                   "epoch (paper, Appendix C; the authors' script used test accuracy); ties go to the smaller "
@@ -281,7 +283,7 @@ def execute_run(config_values: dict[str, Any], run_dir: str, threads: int) -> di
     import torch
 
     from .data import load_data
-    from .train import train
+    from .trainer import train
 
     torch.set_num_threads(max(1, int(threads)))
     config = config_from_dict(config_values)
@@ -492,7 +494,7 @@ def run_study(study: Study, out: str | Path, *, engine: str = "local", workers: 
 
 
 def _drive(runner, study, out, todo, total, workers, threads, failed, counts, progress, tensorboard) -> None:
-    from tqdm.auto import tqdm
+    tqdm = require("tqdm.auto", "lpc study's progress bar").tqdm
 
     queue = list(todo)
     running: dict[Any, RunSpec] = {}

@@ -46,8 +46,6 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
-from sklearn.metrics import roc_auc_score
 from torch import Tensor, nn
 
 __all__ = [
@@ -88,9 +86,16 @@ def _numpy(a) -> np.ndarray:
 def auroc(scores, positives) -> float:
     r"""Area under the ROC curve of ``scores`` for detecting ``positives``.
 
-    A thin wrapper over :func:`sklearn.metrics.roc_auc_score` (exact, rank based;
-    ties count one half): the probability that a random positive scores higher than a
-    random negative. Higher scores must mean "more likely positive". Scores of
+    The Mann–Whitney statistic, exact and rank based (ties count one half, as in
+    :func:`sklearn.metrics.roc_auc_score`): the probability that a random positive
+    scores higher than a random negative,
+
+    .. math::
+
+        \mathrm{AUROC} = \frac{R_+ - n_+(n_+ + 1)/2}{n_+ n_-},
+
+    :math:`R_+` the sum of the positives' average ranks among all scores. Higher
+    scores must mean "more likely positive". Scores of
     :math:`\pm\infty` are allowed (e.g. a Mahalanobis score for a class without fitted
     Gaussian) and are ranked, not rejected; NaN scores are an error.
 
@@ -127,9 +132,24 @@ def auroc(scores, positives) -> float:
     if p.all() or not p.any():
         raise ValueError(f"auroc: positives are all {bool(p[0])}; "
                          "the AUROC needs both classes")
-    # The AUROC depends on ranks only; ranking first lets +-inf through sklearn's
-    # finiteness check without changing the value.
-    return float(roc_auc_score(p, rankdata(s)))
+    n_pos = int(p.sum())
+    n_neg = p.size - n_pos
+    # U is a sum of half-integers below N², exact in float64 for N < 2**26, so the one division rounds once
+    u = _average_ranks(s)[p].sum() - 0.5 * n_pos * (n_pos + 1)
+    return float(u / (n_pos * n_neg))
+
+
+def _average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x``, tied values sharing the mean of their ranks (``scipy.stats.rankdata``'s default)."""
+    order = np.argsort(x, kind="stable")
+    xs = x[order]
+    # a run of equal values spans ranks first..last; its members all get (first + last) / 2
+    starts = np.flatnonzero(np.r_[True, xs[1:] != xs[:-1]])
+    ends = np.r_[starts[1:], xs.size]              # exclusive, so the run's last 1-based rank is `ends`
+    mean_rank = 0.5 * (starts + 1 + ends)
+    ranks = np.empty(x.size, dtype=np.float64)
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
 
 
 # --------------------------------------------------------------------------- Mahalanobis

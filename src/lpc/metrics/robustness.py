@@ -1045,8 +1045,10 @@ def robustness_summary(
     overshoot, max_iter, num_candidates :
         DeepFool options (:func:`deepfool`); ``num_candidates - 1`` is also the default
         number of PGD targets.
-    pgd_* :
-        :func:`pgd_l2_radius` options; ``pgd_eps_*`` in units of :math:`\|x\|`. The search starts from
+    pgd, pgd_steps, pgd_restarts, pgd_step_size_factor, pgd_num_targets :
+        Whether to run :func:`pgd_l2_radius`, and its options.
+    pgd_eps_low, pgd_eps_high, pgd_search_steps, pgd_per_round, pgd_exhaustive :
+        More :func:`pgd_l2_radius` options; ``pgd_eps_*`` in units of :math:`\|x\|`. The search starts from
         the DeepFool perturbations computed here (``pgd_exhaustive=True``: the exhaustive search).
     bisection_directions, bisection_search_steps, bisection_max_scale :
         Number of random directions (the DeepFool direction is added) and
@@ -1067,7 +1069,7 @@ def robustness_summary(
     Notes
     -----
     With the defaults, an MNIST MLP on 100 inputs takes about two seconds on a CPU, a
-    ResNet-18 on 32x32 inputs a few minutes on two CPU cores (the README lists the parts).
+    ResNet-18 on 32x32 inputs a few minutes on two CPU cores (docs/benchmarks.md lists the parts).
     """
     idx = select_inputs(n, len(x), seed=seed)
     x = _prepare(model, x[idx], "robustness_summary")

@@ -1,4 +1,6 @@
-"""One training loop (Appendix C): AdamW, lr halving, the γ schedule, evaluation, checkpoints and the run files.
+"""One training loop (Appendix C): AdamW, lr halving, the γ schedule, checkpoints and the run files.
+
+It calls :mod:`lpc.evaluation` at every evaluated epoch and after the last, and records what that returns.
 
 The loop knows the objective only through the head: ``head.uses_compression`` adds γ ||z||^2 and
 ``head.penalty(z)`` adds the L1 term. Everything else about heads is invisible here.
@@ -8,10 +10,8 @@ from __future__ import annotations
 import math
 import platform
 import signal
-import sys
 import threading
 import time
-import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,8 @@ from . import __version__
 from .config import Config
 from .data import Dataset, augment, load_data
 from .distributed import (SINGLE, Distributed, all_reduce_sum, barrier, broadcast_from_main, device_for, from_env,
-                          process_group)
+                          process_group, resolve_device)
+from .evaluation import classifier_pressure, evaluate, evaluation_phases, final_metrics, log_line, predict
 from .files import RunFileError, load_torch, read_json, save_torch, write_json, write_jsonl
 from .heads import classifier_lr_scale
 from .losses import AutoGamma, GammaSchedule, build_gamma_schedule, compression_loss, true_class_probability
@@ -37,12 +38,6 @@ ACCURACY_DROP = 0.05  # a fall of training accuracy below its best that the run 
 
 class Diverged(RuntimeError):
     """The loss or a metric became NaN/Inf; the message names the epoch, γ and learning rate."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def make_optimizer(model: Classifier, config: Config) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
@@ -157,21 +152,6 @@ def epoch_generators(seed: int, epoch: int, rank: int, device: torch.device) -> 
     return order, augmentation
 
 
-@torch.no_grad()
-def predict(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and latents of a whole split in eval mode, clean (unaugmented) inputs."""
-    was_training = model.training
-    model.eval()
-    x, _ = data.split(split)
-    logits, latents = [], []
-    for start in range(0, len(x), batch_size):
-        out, z = model(data.normalize(x[start:start + batch_size]))
-        logits.append(out.float())
-        latents.append(z.float())
-    model.train(was_training)
-    return torch.cat(logits), torch.cat(latents)
-
-
 def evaluated_epochs(epochs: int, log_every: int) -> set[int]:
     return set(range(log_every, epochs + 1, log_every)) | {epochs}
 
@@ -205,8 +185,8 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
     model = build_model(config, data.in_shape, data.num_classes).to(device, memory_format=layout)
     optimizer, scheduler = make_optimizer(model, config)
     reduce = (lambda t: all_reduce_sum(t, where)) if where.enabled else None
-    gamma = build_gamma_schedule(config.gamma, config.optim.epochs * steps_per_epoch(len(data.x_train), config, where),
-                                 all_reduce=reduce)
+    steps = steps_per_epoch(len(data.x_train), config, where)
+    gamma = build_gamma_schedule(config.gamma, config.optim.epochs * steps, steps_per_epoch=steps, all_reduce=reduce)
     history: list[dict[str, Any]] = []
     start_epoch, elapsed_before = 0, 0.0
 
@@ -257,9 +237,10 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
             lr_now = optimizer.param_groups[0]["lr"]
             sums = train_epoch(step_model, model, data, optimizer, config, gamma=gamma, pad_fill=pad_fill,
                                epoch=epoch, where=where)
-            gamma_now = gamma.value if model.head.uses_compression else 0.0  # at the epoch's last step
+            # γ at the epoch's last step (the paper's schedule has already moved on to the next epoch's value)
+            gamma_now = (gamma.at(epoch) if isinstance(gamma, GammaSchedule) else gamma.value) \
+                if model.head.uses_compression else 0.0
             scheduler.step()
-            gamma.step()
             done = epoch + 1
             losses = {k: v / sums["batches"] for k, v in sums.items() if k != "batches"}
             if not all(math.isfinite(v) for v in losses.values()):
@@ -270,10 +251,10 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
                 if where.is_main:
                     try:
                         # the last evaluation is the final one's first phase: accuracies, geometry and entropy
-                        last = _phases(progress and done == config.optim.epochs)
+                        last = evaluation_phases(progress and done == config.optim.epochs)
                         with last("accuracies, geometry, entropy", 1) as advance:
                             record = {"epoch": done, "gamma": gamma_now, "lr": lr_now, **losses,
-                                      **_pressure(model, gamma_now), **evaluate(model, data, config)}
+                                      **classifier_pressure(model, gamma_now), **evaluate(model, data, config)}
                             advance(1)
                         _check_finite(record, done, gamma_now, lr_now)
                     except Diverged as error:
@@ -295,7 +276,7 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
                     history.append(record)
                     drop = accuracy_drop(history)
                     if drop is not None and drop["epoch"] == done:  # said once: at the evaluation that shows it
-                        _log(f"lpc: training accuracy fell to {drop['train_accuracy']:.4f} at epoch {done}, more than "
+                        log_line(f"lpc: training accuracy fell to {drop['train_accuracy']:.4f} at epoch {done}, more than "
                              f"{100 * ACCURACY_DROP:g} points below its best {drop['best_train_accuracy']:.4f} (epoch "
                              f"{drop['best_epoch']}), while gamma rose to {drop['gamma']:.4g}", bar)
                 if writer is not None:
@@ -388,7 +369,7 @@ def train_epoch(step_model: nn.Module, model: Classifier, data: Dataset, optimiz
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        gamma.update(logits, y[idx])
+        gamma.step(logits, y[idx])
         true_class_prob = true_class_probability(logits, y[idx]).mean()
         # accumulated on the device: one host sync per epoch, not per step
         totals += torch.stack([ce.detach(), compress.detach(), loss.detach(), true_class_prob]).double()
@@ -413,50 +394,6 @@ def _pad_fill(data: Dataset, config: Config) -> torch.Tensor | float:
     return ((0.0 - data.mean) / data.std).reshape(-1)  # raw black pixels, as torchvision pads
 
 
-def evaluate(model: Classifier, data: Dataset, config: Config, *, geometry: bool = True) -> dict[str, Any]:
-    """Accuracies on the three splits and, when ``config.eval.geometry``, the latent geometry of train and test."""
-    record: dict[str, Any] = {}
-    outputs = {}
-    for split in ("train", "val", "test"):
-        logits, z = predict(model, data, split)
-        outputs[split] = (logits, z)
-        record[f"{split}_accuracy"] = (logits.argmax(1) == data.split(split)[1]).double().mean().item()
-    if geometry and config.eval.geometry:
-        record.update(_geometry(model, data, config, outputs))
-    return record
-
-
-def _geometry(model, data, config, outputs) -> dict[str, Any]:
-    from .metrics.geometry import geometry_summary
-
-    values = {}
-    for split in ("train", "test"):
-        logits, z = outputs[split]
-        y = data.split(split)[1]
-        keep = _subsample(len(z), config.eval.geometry_max_samples, config.seed)
-        summary = geometry_summary(z[keep], y[keep], logits=logits[keep], W=model.head.classifier.weight.detach(),
-                                   entropy=config.eval.entropy, entropy_k=config.eval.entropy_k)
-        values.update({f"{k}_{split}": v for k, v in summary.items()})
-    return values
-
-
-def _subsample(n: int, limit: int, seed: int) -> torch.Tensor | slice:
-    if n <= limit:
-        return slice(None)
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(n, generator=generator)[:limit].sort().values
-
-
-def _pressure(model: Classifier, gamma: float) -> dict[str, float]:
-    """The classifier's scale r (mean norm of its weight rows) and the pressure γ/r² on the latents.
-
-    Under (W, z) → (cW, z/c) the logits are unchanged and γ||z||² falls by c²: what the compression term
-    does depends on γ relative to r², not on γ alone (see :class:`lpc.losses.AutoGamma`).
-    """
-    scale = model.head.classifier.weight.detach().double().norm(dim=1).mean().item()
-    return {"classifier_scale": scale, "pressure": gamma / scale ** 2}
-
-
 def accuracy_drop(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The first evaluation at which training accuracy lies more than :data:`ACCURACY_DROP` below its best so
     far while γ is higher than it was at that best (the compression outran the classifier), or None."""
@@ -471,14 +408,6 @@ def accuracy_drop(history: list[dict[str, Any]]) -> dict[str, Any] | None:
     return None
 
 
-def _log(message: str, bar=None) -> None:
-    """One line to the run's log (stderr; a study worker's run.log), above the progress bar when there is one."""
-    if hasattr(bar, "write"):
-        bar.write(message, file=sys.stderr)
-    else:
-        print(message, file=sys.stderr, flush=True)
-
-
 def _final_summary(model, data, config, history, device, progress: bool = False) -> dict[str, Any]:
     last = history[-1]
     tpt = next((r["epoch"] for r in history if r["train_accuracy"] >= TPT_ACCURACY), None)
@@ -491,92 +420,6 @@ def _final_summary(model, data, config, history, device, progress: bool = False)
     summary.update(final_metrics(model, data, config, progress=progress))
     _check_finite(summary, last["epoch"], last["gamma"], last["lr"])
     return summary
-
-
-def final_metrics(model: Classifier, data: Dataset, config: Config, *, progress: bool = False) -> dict[str, Any]:
-    """Reliability (misclassification and OOD AUROCs) and robustness scores, as ``config.eval`` switches them.
-
-    With ``progress`` each phase (AUROCs, DeepFool, PGD-L2, bisection, Lipschitz) shows a progress bar when
-    stderr is a terminal and writes one line with its duration to stderr (a study worker's ``run.log``).
-    """
-    phase = _phases(progress)
-    values: dict[str, Any] = {}
-    model.eval()
-    if config.eval.reliability:
-        with phase("AUROCs", 2) as advance:
-            outputs = {s: predict(model, data, s) for s in ("train", "test")}
-            advance(1)
-            values.update(_reliability(model, data, config, outputs))
-            advance(1)
-    if config.eval.robustness:
-        values.update(_robustness(model, data, config, phase))
-    return values
-
-
-def _phases(enabled: bool):
-    """``phase(name, total)``: a context manager around one phase of the final evaluation, yielding ``advance(n)``.
-
-    Enabled, it draws a tqdm bar (with the time left) when stderr is a terminal -- never into a study worker's
-    log file -- and writes ``lpc: <name> took <s> s`` to stderr when the phase ends.
-    """
-    import contextlib
-
-    @contextlib.contextmanager
-    def phase(name: str, total: int):
-        if not enabled:
-            yield lambda n: None
-            return
-        from tqdm.auto import tqdm
-        bar = tqdm(total=total, desc=name, leave=False, dynamic_ncols=True, disable=not sys.stderr.isatty())
-        started = time.perf_counter()
-        try:
-            yield bar.update
-        finally:
-            bar.close()
-        _log(f"lpc: {name} took {time.perf_counter() - started:.1f} s", bar)
-
-    return phase
-
-
-def _reliability(model, data, config, outputs) -> dict[str, Any]:
-    from .metrics.reliability import (collect_outputs, fit_reference_gaussians, misclassification_summary,
-                                      ood_auroc_from_outputs)
-
-    (logits_tr, z_tr), (logits_te, z_te) = outputs["train"], outputs["test"]
-    temperature = config.eval.odin_temperature
-    fitted = fit_reference_gaussians(z_tr, data.y_train, logits_tr)  # once, for both AUROC families
-    values = misclassification_summary(z_tr, data.y_train, logits_tr, z_te, data.y_test, logits_te,
-                                       temperature=temperature, fitted=fitted)
-    # batched: a whole CIFAR test set through a ResNet in one call would not fit in memory
-    logits_ood, z_ood = collect_outputs(model, ood_inputs(data, config.seed), batch_size=1024)
-    ood = (logits_te, z_te, logits_ood.float(), z_ood.float(), fitted)
-    if fitted is not None:
-        values.update(ood_auroc_from_outputs(*ood, temperature=temperature))
-    else:  # no correctly classified training sample: no reference for the Mahalanobis score
-        values["ood_auroc_mahalanobis"] = None
-        for score in ("odin", "msp"):
-            values.update(ood_auroc_from_outputs(*ood, score=score, temperature=temperature))
-    return values
-
-
-def ood_inputs(data: Dataset, seed: int) -> torch.Tensor:
-    """A built-in out-of-distribution set that needs no download: the test images with their pixels
-    shuffled by one fixed permutation (same pixel statistics, no digit structure). Normalised inputs."""
-    x = data.normalize(data.x_test)
-    flat = x.reshape(len(x), -1)
-    generator = torch.Generator().manual_seed(10_000 + seed)
-    permutation = torch.randperm(flat.shape[1], generator=generator).to(flat.device)
-    return flat[:, permutation].reshape(x.shape)
-
-
-def _robustness(model, data, config, phase=None) -> dict[str, Any]:
-    from .metrics.robustness import robustness_summary
-
-    e = config.eval
-    x = data.normalize(data.x_test)
-    return robustness_summary(model, x, n=e.robustness_inputs, seed=config.seed, overshoot=e.deepfool_overshoot,
-                              max_iter=e.deepfool_max_iter, pgd_steps=e.pgd_steps, pgd_restarts=e.pgd_restarts,
-                              pgd_search_steps=e.pgd_search_steps, pgd_per_round=e.pgd_per_round, progress=phase)
 
 
 def _check_finite(record: dict[str, Any], epoch: int, gamma: float, lr: float) -> None:
@@ -630,14 +473,3 @@ def _progress(epochs: range, config: Config, enabled: bool):
     from tqdm.auto import tqdm
     return tqdm(epochs, total=config.optim.epochs, initial=epochs.start, desc=f"{config.model.head}", unit="epoch",
                 dynamic_ncols=True, leave=True)
-
-
-class _CallableModule(types.ModuleType):
-    """Importing this module rebinds the package attribute ``lpc.train`` (the function) to the module; calling
-    the module still trains, so ``lpc.train(config, out)`` works whatever was imported before."""
-
-    def __call__(self, *args, **kwargs) -> dict[str, Any]:
-        return train(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
