@@ -27,7 +27,7 @@ bench: $(STAMP)
 
 # The docs site (mkdocs-material + mkdocstrings) into site/; --strict fails on any broken link or docstring.
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf runs studies .pytest_cache

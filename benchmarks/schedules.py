@@ -23,6 +23,10 @@ in size, input shape, classes and optimizer steps per epoch (nothing is shipped)
 * ``pairs100``: two embedded digits side by side, 100 classes (10 a + b), 7,000 training pairs; the
   validation and test pairs are made of the embedded validation and test digits.
 
+By name only: ``labels-0``, ``labels-10``, ``labels-30``, the embedded digits with 0, 10 or 30% of the training
+labels moved to another class at random (validation and test labels clean): does IB lose where the network must
+memorise noise?
+
 Every dataset has a validation split (the embedded one, or a stratified 10% of train held out), and every
 choice is made on it: :func:`choose` picks the schedule with the most cells meeting the bar on validation, then
 the highest mean validation gain over no_pen. The test split appears once, for the chosen schedule.
@@ -58,6 +62,9 @@ from lpc.data import from_arrays, load_data  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "mnist.yaml"
 DATASETS = ("digits-1k", "digits-14px", "noisy-vectors", "sk-digits", "signals", "pairs100")
+# --datasets only: the embedded digits with a fraction of the training labels (never validation or test) moved to
+# another class at random, to test whether the IB layer loses where the network must memorise noise
+LABEL_NOISE = {"labels-0": 0.0, "labels-10": 0.1, "labels-30": 0.3}
 
 
 def _embedded() -> dict[str, np.ndarray]:
@@ -112,8 +119,12 @@ def build_dataset(name: str):
             x, y = a.pop(f"x_{split}"), a.pop(f"y_{split}")
             i, j = rng.integers(0, len(y), n), rng.integers(0, len(y), n)
             a[f"x_{split}"], a[f"y_{split}"] = np.concatenate([x[i], x[j]], axis=-1), 10 * y[i] + y[j]
+    elif name in LABEL_NOISE:
+        rng = np.random.default_rng(7)
+        flip = rng.random(len(a["y_train"])) < LABEL_NOISE[name]
+        a["y_train"] = np.where(flip, (a["y_train"] + rng.integers(1, 10, len(flip))) % 10, a["y_train"])
     else:
-        raise SystemExit(f"unknown dataset {name!r}; choose from {', '.join(DATASETS)}")
+        raise SystemExit(f"unknown dataset {name!r}; choose from {', '.join(DATASETS + tuple(LABEL_NOISE))}")
     return from_arrays(a, name=name)
 
 
@@ -186,7 +197,7 @@ def meets_bar(cell: dict, split: str) -> bool:
 
 
 def _cells(rows: list[dict]) -> list[tuple[str, float]]:
-    order = DATASETS
+    order = DATASETS + tuple(LABEL_NOISE)
     return sorted({(r["dataset"], r["budget"]) for r in rows}, key=lambda c: (order.index(c[0]), c[1]))
 
 

@@ -59,4 +59,4 @@ def test_users_own_backbone():
 
     model = Classifier(Mine(), build_head("ib", Mine.num_features, 4))
     logits, z = model(torch.randn(3, 5))
-    assert logits.shape == (3, 4) and z.shape == (3, 8)
+    assert logits.shape == (3, 4) and z.shape == (3, 2)  # widths default to auto: 2 nodes, 4 vertices, 4 classes

@@ -116,9 +116,15 @@ def test_width_settings_are_validated():
     from lpc.config import config_from_dict
     config = config_from_dict({"model": {"widths": {"intermediate": "auto", "narrow": "auto", "wide": 16}}})
     assert (config.model.widths.intermediate, config.model.widths.narrow) == ("auto", "auto")
-    for bad in ({"intermediate": "big"}, {"wide": "auto"}, {"narrow": 0}, {"intermediate": True}):
+    for bad in ({"intermediate": "big"}, {"wide": "big"}, {"narrow": 0}, {"intermediate": True}):
         with pytest.raises(ConfigError, match="model.widths"):
             config_from_dict({"model": {"widths": bad}})
+
+
+def test_python_defaults_size_every_latent_layer_from_the_data():
+    # the defaults are auto: the widths follow the classes, and WIDE IB reads as many features as it gets
+    assert [build_head(n, 48, k).latent_dim for n in ("ib", "narrow_ib", "wide_ib") for k in (10, 100)] == \
+        [8, 64, 4, 7, 48, 48]
 
 
 def test_head_arguments_build_the_same_head_for_subclasses():

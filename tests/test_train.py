@@ -2,6 +2,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -252,3 +253,33 @@ def test_final_evaluation_logs_each_phase_once(tmp_path, tiny_npz, capsys):
         assert logged.count(f"lpc: {phase} took") == 1, (phase, logged[-2000:])
     train(config, tmp_path / "quiet", progress=False)
     assert "took" not in capsys.readouterr().err
+
+
+def test_a_latent_width_that_follows_the_classes_keeps_what_width_8_loses_with_100_classes():
+    """Issue 16: 100 classes squeezed into the paper's 8-wide IB layer lose accuracy; the ``auto`` width rule
+    (64 for 100 classes) keeps no_pen's. 100 Gaussian clusters in 32 dimensions, the embedded config's defaults,
+    20 epochs (measured: no_pen 96.8%, ib auto 96.8%, ib width 8 81.0% on validation)."""
+    from lpc.config import apply_overrides, load_config
+    from lpc.data import from_arrays
+
+    rng = np.random.default_rng(0)
+    means = rng.standard_normal((100, 32)).astype(np.float32)
+    arrays = {}
+    for split, per_class in (("train", 40), ("val", 8), ("test", 8)):
+        y = np.repeat(np.arange(100), per_class)
+        arrays[f"x_{split}"] = (means[y] + rng.standard_normal((len(y), 32))).astype(np.float32)
+        arrays[f"y_{split}"] = y
+    data = from_arrays(arrays, name="clusters100")
+    base = load_config(Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml")
+    assert base.model.widths.intermediate == "auto"
+
+    def accuracy(head, width):
+        config = apply_overrides(base, {
+            "model.head": head, "model.widths.intermediate": width, "optim.epochs": 20, "optim.lr": base.optim.lrs[0],
+            "optim.lr_decay_start": 16, "optim.lr_decay_every": 1, "eval.log_every": 20, "eval.geometry": False,
+            "eval.reliability": False, "eval.robustness": False, "eval.save_latents": False, "device": "cpu"})
+        return train(config, None, data=data, progress=False)["val_accuracy"]
+
+    no_pen, ib_auto, ib_8 = accuracy("no_pen", "auto"), accuracy("ib", "auto"), accuracy("ib", 8)
+    assert ib_auto >= no_pen - 0.02, (ib_auto, no_pen)
+    assert ib_8 <= ib_auto - 0.05, (ib_8, ib_auto)

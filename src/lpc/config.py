@@ -30,9 +30,10 @@ class DataConfig:
 
 @dataclass
 class WidthsConfig:
-    intermediate: int | str = 8  # IB, LIN PEN, NONLIN PEN, NONLIN PEN + L1 | auto: 2^(ceil(log2 K) - 1) (lpc.heads)
-    wide: int = 512  # WIDE IB: the backbone's feature width in the paper
-    narrow: int | str = 4  # NARROW IB: ceil(log2 K) for CIFAR-10 | auto: ceil(log2 K)
+    # auto follows the data (lpc.heads.auto_width); the paper configs keep the paper's fixed widths
+    intermediate: int | str = "auto"  # IB, LIN PEN, NONLIN PEN, NONLIN PEN + L1 | auto: 2^(ceil(log2 K) - 1)
+    wide: int | str = "auto"  # WIDE IB | auto: the backbone's feature width, as the paper's WIDE IB
+    narrow: int | str = "auto"  # NARROW IB | auto: ceil(log2 K), the fewest nodes that give each class a vertex
 
 
 @dataclass
@@ -288,12 +289,11 @@ def validate(config: Config) -> None:
     widths = config.model.widths
     for name in ("intermediate", "wide", "narrow"):
         value = getattr(widths, name)
-        if value == "auto" and name != "wide":
-            continue  # resolved from the number of classes when the model is built
+        if value == "auto":
+            continue  # resolved from the number of classes (wide: the backbone's width) when the model is built
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            also = "" if name == "wide" else " or auto"
-            raise ConfigError(f"model.widths.{name} must be a positive integer{also}, got {value!r}")
-    if isinstance(widths.narrow, int) and widths.narrow > widths.wide:
+            raise ConfigError(f"model.widths.{name} must be a positive integer or auto, got {value!r}")
+    if isinstance(widths.narrow, int) and isinstance(widths.wide, int) and widths.narrow > widths.wide:
         raise ConfigError(f"model.widths.narrow ({widths.narrow}) is larger than model.widths.wide ({widths.wide})")
     positive("optim.lr", config.optim.lr)
     for i, lr in enumerate(config.optim.lrs):

@@ -126,10 +126,18 @@ def auto_width(num_classes: int, which: str = "intermediate") -> int:
     return bits if which == "narrow" else max(bits, 2 ** (bits - 1))
 
 
-def resolve_widths(widths: WidthsConfig, num_classes: int) -> WidthsConfig:
-    """``widths`` with every ``auto`` replaced by :func:`auto_width` for ``num_classes``."""
-    return WidthsConfig(**{name: auto_width(num_classes, name) if value == "auto" else value
-                           for name, value in vars(widths).items()})
+def resolve_widths(widths: WidthsConfig, num_classes: int, in_features: int | None = None) -> WidthsConfig:
+    """``widths`` with every ``auto`` replaced: :func:`auto_width` for ``num_classes``, and for ``wide`` the
+    backbone's feature width ``in_features`` (the paper's WIDE IB is as wide as the features it reads)."""
+    def resolve(name, value):
+        if value != "auto":
+            return value
+        if name == "wide":
+            if in_features is None:
+                raise ConfigError("model.widths.wide: auto needs the backbone's feature width")
+            return in_features
+        return auto_width(num_classes, name)
+    return WidthsConfig(**{name: resolve(name, value) for name, value in vars(widths).items()})
 
 
 def build_head(name: str, in_features: int, num_classes: int, widths: WidthsConfig | dict | None = None, *,
@@ -149,7 +157,7 @@ def head_arguments(name: str, in_features: int, num_classes: int, widths: Widths
         widths = WidthsConfig()
     elif isinstance(widths, dict):
         widths = WidthsConfig(**widths)
-    widths = resolve_widths(widths, num_classes)
+    widths = resolve_widths(widths, num_classes, in_features)
     spec = HEADS[name]
     latent_dim = getattr(widths, spec.width) if spec.width else None
     if latent_dim is not None and latent_dim < 1:
