@@ -51,13 +51,8 @@ class IBClassifier(L.LightningModule):
                        "val_accuracy": (logits.argmax(1) == y).float().mean()}, prog_bar=True)
 
     def configure_optimizers(self):
-        head = self.model.fc  # the classifier behind the IB layer: a scaled lr and weight decay 0.1 (docs/gamma.md)
-        classifier = set(map(id, head.classifier.parameters()))
-        rest = [p for p in self.model.parameters() if id(p) not in classifier]
-        return torch.optim.AdamW([{"params": rest, "lr": self.lr, "weight_decay": 5e-4},
-                                  {"params": head.classifier.parameters(),
-                                   "lr": self.lr * lpc.classifier_lr_scale(head), "weight_decay": 0.1}])
-
+        # the classifier behind the IB layer: a scaled lr and weight decay 0.1 (docs/gamma.md)
+        return torch.optim.AdamW(lpc.param_groups(self.model, self.lr))
 
 def main(argv=None) -> tuple[IBClassifier, dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -26,17 +26,6 @@ def digits_model() -> nn.Module:
     return lpc.attach(model)  # model.fc is now the IB head: 512 -> 8 -> 10
 
 
-def optimizer_for(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """AdamW, with the classifier behind the IB layer at lpc.classifier_lr_scale times the lr and weight decay 0.1
-    (why: docs/gamma.md, The classifier's learning rate)."""
-    head = model.fc
-    classifier = set(map(id, head.classifier.parameters()))
-    rest = [p for p in model.parameters() if id(p) not in classifier]
-    return torch.optim.AdamW([{"params": rest, "lr": lr, "weight_decay": 5e-4},
-                              {"params": head.classifier.parameters(), "lr": lr * lpc.classifier_lr_scale(head),
-                               "weight_decay": 0.1}])
-
-
 @torch.no_grad()
 def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 500) -> float:
     model.eval()
@@ -63,7 +52,8 @@ def main(argv=None) -> None:
     model = digits_model().to(device)
     steps_per_epoch = -(-len(x_train) // args.batch_size)
     criterion = lpc.IBLoss(gamma=lpc.AutoGamma(total_steps=args.epochs * steps_per_epoch)).to(device)
-    optimizer = optimizer_for(model, args.lr)
+    # the classifier behind the IB layer: a scaled lr and weight decay 0.1 (docs/gamma.md)
+    optimizer = torch.optim.AdamW(lpc.param_groups(model, args.lr))
 
     for epoch in range(1, args.epochs + 1):
         model.train()

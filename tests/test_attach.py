@@ -176,3 +176,16 @@ def test_docstring_examples_run():
     import sys
     result = doctest.testmod(sys.modules["lpc.attachment"])
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_param_groups_give_the_attached_classifier_its_own_lr_and_decay():
+    model = lpc.attach(torchvision.models.resnet18(num_classes=10))
+    rest, classifier = lpc.param_groups(model, 1e-3, weight_decay=5e-4, classifier_weight_decay=0.1)
+    # every parameter once; the classifier behind the 8-wide layer at sqrt(512 / 8) = 8 times the lr
+    assert len(rest["params"]) + len(classifier["params"]) == len(list(model.parameters()))
+    assert {id(p) for p in classifier["params"]} == {id(model.fc.classifier.weight), id(model.fc.classifier.bias)}
+    assert classifier["lr"] == pytest.approx(8e-3) and classifier["weight_decay"] == 0.1
+    assert rest["lr"] == 1e-3 and rest["weight_decay"] == 5e-4
+    torch.optim.AdamW([rest, classifier])  # a valid set of groups: no parameter twice
+    with pytest.raises(ValueError, match="call lpc.attach"):
+        lpc.param_groups(torchvision.models.resnet18(), 1e-3)

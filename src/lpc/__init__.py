@@ -2,13 +2,13 @@
 γ controllers and IBLoss, training and metrics."""
 __version__ = "0.1.0"
 
-from .attachment import attach, latents  # noqa: E402
+from .attachment import attach, latents, param_groups  # noqa: E402
 from .config import Config, ConfigError, load_config  # noqa: E402
 from .heads import HEADS, Head, IBHead, auto_width, build_head, classifier_lr_scale  # noqa: E402
 from .losses import AutoGamma, GammaSchedule, IBLoss, compression_loss  # noqa: E402
 from .model import Classifier, build_model  # noqa: E402
 
-__all__ = ["attach", "latents", "IBLoss", "AutoGamma", "GammaSchedule", "compression_loss",
+__all__ = ["attach", "latents", "param_groups", "IBLoss", "AutoGamma", "GammaSchedule", "compression_loss",
            "HEADS", "Head", "IBHead", "auto_width", "build_head", "classifier_lr_scale",
            "Config", "ConfigError", "load_config", "Classifier", "build_model", "train", "load_run"]
 

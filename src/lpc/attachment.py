@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .config import check_choice
-from .heads import HEADS, Head, auto_width, head_arguments
+from .heads import HEADS, Head, auto_width, classifier_lr_scale, head_arguments
 
 # where torchvision and timm keep the final classifier, tried in this order after timm's own record of it
 _CLASSIFIER_ATTRIBUTES = ("fc", "classifier", "heads.head", "heads", "head", "head.fc")
@@ -118,20 +118,49 @@ def attach(model: nn.Module, latent_dim: int | None = None, head: str = "ib", *,
     return model
 
 
+def param_groups(model: nn.Module, lr: float, *, weight_decay: float = 5e-4,
+                 classifier_weight_decay: float = 0.1) -> list[dict]:
+    """Optimizer parameter groups for a model :func:`attach` changed: the head's final classifier at
+    ``lr`` × :func:`~lpc.heads.classifier_lr_scale` with ``classifier_weight_decay``, everything else at ``lr`` with
+    ``weight_decay``.
+
+    This is the recipe of the embedded default: the scaled lr lets the classifier behind a narrow IB layer grow
+    its scale as fast as one on the backbone's features would, and AdamW's decoupled decay of 0.1 settles its
+    weights at ±1/0.1, so its rows become sign vectors and the latents settle on two values per node
+    (docs, *Choosing γ*). Pass the result to ``torch.optim.AdamW``.
+
+    Examples
+    --------
+    >>> model = attach(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 10)))
+    >>> [(len(g["params"]), g["lr"], g["weight_decay"]) for g in param_groups(model, 1e-3)]
+    [(4, 0.001, 0.0005), (2, 0.002, 0.1)]
+    """
+    head = _attached_head(model, "lpc.param_groups")
+    classifier = list(head.classifier.parameters())
+    rest = [p for p in model.parameters() if all(p is not c for c in classifier)]
+    return [{"params": rest, "lr": lr, "weight_decay": weight_decay},
+            {"params": classifier, "lr": lr * classifier_lr_scale(head), "weight_decay": classifier_weight_decay}]
+
+
+def _attached_head(model: nn.Module, caller: str) -> AttachedHead:
+    heads = [m for m in model.modules() if isinstance(m, AttachedHead)]
+    if not heads:
+        raise ValueError(f"{caller}: {type(model).__name__} has no lpc head; call lpc.attach(model) first")
+    if len(heads) > 1:
+        raise ValueError(f"{caller}: {type(model).__name__} has {len(heads)} lpc heads; pass the one you mean")
+    return heads[0]
+
+
 def latents(model: nn.Module) -> torch.Tensor:
     """The latents z (N, latent_dim) of the last forward pass of a model that :func:`attach` changed.
 
     The tensor is the one the forward pass computed, still in its autograd graph: pass it to
     :class:`lpc.IBLoss` with that pass's logits.
     """
-    heads = [m for m in model.modules() if isinstance(m, AttachedHead)]
-    if not heads:
-        raise ValueError(f"lpc.latents: {type(model).__name__} has no lpc head; call lpc.attach(model) first")
-    if len(heads) > 1:
-        raise ValueError(f"lpc.latents: {type(model).__name__} has {len(heads)} lpc heads; pass the one you mean")
-    if heads[0].latents is None:
+    head = _attached_head(model, "lpc.latents")
+    if head.latents is None:
         raise RuntimeError("lpc.latents: the model has not run a forward pass since its head was attached")
-    return heads[0].latents
+    return head.latents
 
 
 def _classifier_path(model: nn.Module) -> str:
