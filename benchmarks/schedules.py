@@ -25,7 +25,7 @@ in size, input shape, classes and optimizer steps per epoch (nothing is shipped)
 
 By name only: ``labels-0``, ``labels-10``, ``labels-30``, the embedded digits with 0, 10 or 30% of the training
 labels moved to another class at random (validation and test labels clean): does IB lose where the network must
-memorise noise?
+memorise noise? And ``signals@<std>``: the signals under another noise level (``signals`` is ``signals@0.8``).
 
 Every dataset has a validation split (the embedded one, or a stratified 10% of train held out), and every
 choice is made on it: :func:`choose` picks the schedule with the most cells meeting the bar on validation, then
@@ -101,7 +101,8 @@ def build_dataset(name: str):
         order = np.random.default_rng(4).permutation(len(digits.target))
         x, y = (digits.images[order] * 16).clip(0, 255).astype(np.uint8), digits.target[order].astype(np.int64)
         a = {"x_train": x[400:], "y_train": y[400:], "x_test": x[:400], "y_test": y[:400]}
-    elif name == "signals":
+    elif name == "signals" or name.startswith("signals@"):
+        noise = float(name.partition("@")[2] or 0.8)
         a = {}
         rng = np.random.default_rng(5)
         t = np.arange(128) / 128
@@ -109,7 +110,7 @@ def build_dataset(name: str):
             y = rng.integers(0, 10, n)
             phase = 2 * np.pi * ((2 + y % 5 + rng.uniform(-0.4, 0.4, n))[:, None] * t + rng.uniform(0, 1, n)[:, None])
             wave = np.where(y[:, None] < 5, np.sin(phase), np.sign(np.sin(phase))) * rng.uniform(0.5, 1.5, (n, 1))
-            a[f"x_{split}"] = (wave + 0.8 * rng.standard_normal((n, 128))).astype(np.float32)
+            a[f"x_{split}"] = (wave + noise * rng.standard_normal((n, 128))).astype(np.float32)
             a[f"y_{split}"] = y.astype(np.int64)
     elif name == "pairs100":
         rng = np.random.default_rng(6)
@@ -198,7 +199,8 @@ def meets_bar(cell: dict, split: str) -> bool:
 
 def _cells(rows: list[dict]) -> list[tuple[str, float]]:
     order = DATASETS + tuple(LABEL_NOISE)
-    return sorted({(r["dataset"], r["budget"]) for r in rows}, key=lambda c: (order.index(c[0]), c[1]))
+    return sorted({(r["dataset"], r["budget"]) for r in rows},
+                  key=lambda c: (order.index(c[0]) if c[0] in order else len(order), c[0], c[1]))
 
 
 def choose(rows: list[dict], schedules: list[str]) -> str:
