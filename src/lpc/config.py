@@ -209,11 +209,11 @@ def config_from_dict(values: dict[str, Any]) -> Config:
     return config
 
 
-
 def _yaml(feature: str):
     # imported here, not at the top: `import lpc` must work with torch and numpy alone
     from ._extras import require
     return require("yaml", feature)
+
 
 def load_config(path: str | Path) -> Config:
     path = Path(path)
