@@ -2,19 +2,17 @@
 
 The core (``lpc``, ``lpc.heads``, ``lpc.losses``, ``lpc.model``, ``lpc.metrics``)
 needs only torch and numpy.  The command line, data loading, studies, reports and
-plots need more; those imports go through :func:`require` (or :func:`needs`), so
+plots need more; those imports go through :func:`require`, so
 a core-only install fails with one line that names the extra to install instead
 of a traceback that ends in ``No module named 'yaml'``.
 """
 from __future__ import annotations
 
-import contextlib
 import importlib
 import importlib.util
 from types import ModuleType
-from typing import Iterator
 
-__all__ = ["EXTRAS", "MissingExtra", "extra_of", "require", "check", "needs", "message"]
+__all__ = ["EXTRAS", "MissingExtra", "extra_of", "require", "check", "message"]
 
 # top-level module -> (extra that provides it, distribution name pip knows it by)
 EXTRAS: dict[str, tuple[str, str]] = {
@@ -93,20 +91,3 @@ def check(feature: str, modules) -> None:
             found = False
         if not found:
             raise MissingExtra(feature, module)
-
-
-@contextlib.contextmanager
-def needs(feature: str) -> Iterator[None]:
-    """Turn a ``ModuleNotFoundError`` of a harness dependency (one in :data:`EXTRAS`) inside the block into
-    :class:`MissingExtra`.
-
-    A missing module that no extra provides is re-raised unchanged: that is a bug
-    or a broken install, not a choice of extras.
-    """
-    try:
-        yield
-    except ModuleNotFoundError as error:
-        provider = extra_of(error.name)
-        if provider is None:
-            raise
-        raise MissingExtra(feature, error.name.partition(".")[0], provider) from None
