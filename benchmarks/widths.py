@@ -33,9 +33,10 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml"
 WIDTHS = (4, 8, 16, 32, 64)
 
 
-def clusters(num_classes: int, seed: int = 0):
+def clusters(num_classes: int, seed: int = 0, separation: float = 1.0):
+    """K Gaussian clusters in 32 dimensions: means N(0, separation² I), unit noise; 40 points per class and split."""
     rng = np.random.default_rng(seed)
-    means = rng.standard_normal((num_classes, 32)).astype(np.float32)
+    means = (separation * rng.standard_normal((num_classes, 32))).astype(np.float32)
     arrays = {}
     for split, per_class in (("train", 40), ("val", 40), ("test", 40)):
         y = np.repeat(np.arange(num_classes), per_class)
