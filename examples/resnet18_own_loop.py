@@ -48,6 +48,7 @@ def main(argv=None) -> None:
     data = load_data(DataConfig(name="mnist"))  # uint8 (N, 1, 28, 28) and the training set's mean and std
     x_train, y_train = data.normalize(data.x_train[:args.train]).to(device), data.y_train[:args.train].to(device)
     x_test, y_test = data.normalize(data.x_test[:args.test]).to(device), data.y_test[:args.test].to(device)
+    x_val, y_val = data.normalize(data.x_val[:args.test]).to(device), data.y_val[:args.test].to(device)
 
     model = digits_model().to(device)
     steps_per_epoch = -(-len(x_train) // args.batch_size)
@@ -66,8 +67,13 @@ def main(argv=None) -> None:
             loss.backward()
             optimizer.step()
             total += loss.item()
+        val = accuracy(model, x_val, y_val)
+        # the guard: a significant fall of validation accuracy caps γ a decade lower (docs/gamma.md)
+        if criterion.controller.observe(val, len(y_val)):
+            print(f"validation accuracy fell: gamma capped at {criterion.gamma:.4g}")
         print(f"epoch {epoch}: loss {total / steps_per_epoch:.4f}  gamma {criterion.gamma:.4g}  "
-              f"train accuracy {accuracy(model, x_train, y_train):.4f}  test accuracy {accuracy(model, x_test, y_test):.4f}")
+              f"train accuracy {accuracy(model, x_train, y_train):.4f}  val accuracy {val:.4f}  "
+              f"test accuracy {accuracy(model, x_test, y_test):.4f}")
     z = lpc.latents(model)  # the last test batch's latents
     print(f"latents: {tuple(z.shape)}, mean norm {z.norm(dim=1).mean().item():.4g}")
 

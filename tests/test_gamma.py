@@ -170,8 +170,9 @@ def test_controllers_are_modules_whose_state_travels_with_state_dict():
     a = AutoGamma(50, floor=1e-2, max=1e3, target=0.15, accuracy=0.0)  # random logits: the gate would hold γ
     for logits, y in batches[:20]:
         a.step(logits, y)
-    assert set(a.state_dict()) == {"log_gamma", "num_steps", "_extra_state"}
-    assert [name for name, _ in a.named_buffers()] == ["log_gamma", "num_steps"]
+    guard = ["log_low", "log_cap", "best_val", "backoffs"]
+    assert set(a.state_dict()) == {"log_gamma", "num_steps", "_extra_state", *guard}
+    assert [name for name, _ in a.named_buffers()] == ["log_gamma", "num_steps", *guard]
     buffer = io.BytesIO()
     torch.save(a.state_dict(), buffer)
     buffer.seek(0)
@@ -304,6 +305,60 @@ def test_the_accuracy_gate_backs_off_on_unfitted_batches_whatever_their_confiden
     assert gated.value > before and gated.state_dict()["_extra_state"]["accuracy"] == 0.99
 
 
+def test_the_guard_backs_off_a_decade_on_a_significant_fall_of_validation_accuracy():
+    """n = 1,000 and best 0.90: the standard error is sqrt(0.9 · 0.1 / 1000) = 0.0095, so with guard 2 a fall to
+    0.885 is noise and one to 0.88 backs γ and its cap off by a decade; the fall is the next reference."""
+    s = AutoGamma(1000, floor=1e-2, max=1e3, target=0.5)
+    confident = _batch(0.95)
+    for _ in range(300):
+        s.step(*confident)
+    before = s.value
+    assert before > 1.0
+    assert [s.observe(a, 1000) for a in (0.85, 0.90, 0.885)] == [False, False, False]
+    assert s.value == before
+    assert s.observe(0.88, 1000) is True
+    assert math.log(s.value) == pytest.approx(math.log(before) - math.log(10), rel=1e-12)
+    for _ in range(300):  # confident batches no longer raise γ: it is capped where it backed off to
+        s.step(*confident)
+    assert s.value == pytest.approx(before / 10, rel=1e-12)
+    assert s.observe(0.87, 1000) is False  # within noise of the new reference 0.88
+    assert s.observe(0.85, 1000) is True  # a second fall: another decade
+    assert s.value == pytest.approx(before / 100, rel=1e-12) and int(s.backoffs) == 2
+    for _ in range(5):  # a fall takes γ below the floor, which follows it down
+        s.observe(float(s.best_val) - 0.1, 1000)
+    assert s.value == pytest.approx(before * 1e-7, rel=1e-9) and s.value < s.floor
+    for _ in range(50):
+        s.step(*_batch(0.1))  # below the set point: γ backs off towards the lowered floor, not the configured one
+    assert s.value < before * 1e-7
+    # the guard's state travels with the checkpoint
+    restored = AutoGamma(7)
+    restored.load_state_dict(s.state_dict())
+    assert (int(restored.backoffs), float(restored.best_val), restored.value) == (7, float(s.best_val), s.value)
+    # a best of 100% still needs a fall of more than guard examples' worth: 2 of 200
+    perfect = AutoGamma(100, guard=2.0)
+    perfect.observe(1.0, 200)
+    assert not perfect.observe(0.99, 200) and perfect.observe(0.985, 200)
+    off = AutoGamma(100, guard=0.0)
+    off.observe(0.9, 1000)
+    assert not off.observe(0.1, 1000) and int(off.backoffs) == 0
+
+
+def test_states_from_before_the_guard_resume_without_it():
+    a = AutoGamma(50, floor=1e-2, max=1e3, target=0.15, accuracy=0.0)
+    batches = _random_batches(30, seed=2)
+    for logits, y in batches[:10]:
+        a.step(logits, y)
+    old = {k: v for k, v in a.state_dict().items() if k not in ("log_low", "log_cap", "best_val", "backoffs")}
+    old["_extra_state"] = {k: v for k, v in old["_extra_state"].items() if k != "guard"}
+    b = AutoGamma(7)
+    b.load_state_dict(old)
+    assert b.guard == 0.0 and not b.observe(0.9, 100) and not b.observe(0.1, 100)
+    for logits, y in batches[10:]:
+        a.step(logits, y)
+        b.step(logits, y)
+    assert b.value == a.value
+
+
 def test_schedules_share_one_interface_and_the_paper_one_ignores_batches():
     paper = GammaSchedule(init=1e-2, factor=2.0, max=1.0, steps_per_epoch=2)
     paper.step(*_batch(0.99))
@@ -320,7 +375,8 @@ def test_schedules_share_one_interface_and_the_paper_one_ignores_batches():
 
 
 @pytest.mark.parametrize("bad, message", [({"target": 1.0}, "target"), ({"floor": 0}, "floor"),
-                                          ({"speed": -1.0}, "speed"), ({"max": 1e-3, "floor": 1e-2}, "below floor")])
+                                          ({"speed": -1.0}, "speed"), ({"max": 1e-3, "floor": 1e-2}, "below floor"),
+                                          ({"guard": -1.0}, "guard"), ({"guard": float("nan")}, "guard")])
 def test_auto_rejects_bad_settings(bad, message):
     with pytest.raises(ValueError, match=message):
         AutoGamma(10, **bad)

@@ -129,7 +129,8 @@ def test_ib_loss_state_and_device_moves_carry_the_controller():
     criterion = IBLoss(AutoGamma(10, floor=0.2, target=0.2, accuracy=0.0))
     for seed in range(4):
         criterion(*_case(seed))
-    assert set(criterion.state_dict()) == {"controller.log_gamma", "controller.num_steps", "controller._extra_state"}
+    assert set(criterion.state_dict()) == {f"controller.{name}" for name in (
+        "log_gamma", "num_steps", "_extra_state", "log_low", "log_cap", "best_val", "backoffs")}
     fresh = IBLoss(AutoGamma(99))
     fresh.load_state_dict(criterion.state_dict())
     assert fresh.gamma == criterion.gamma and fresh.controller.total_steps == 10

@@ -73,6 +73,7 @@ class GammaConfig:
     speed: float = 14.0  # auto: decades γ can climb over the run at full speed (14: from 0.1 to 1e6 in half the run)
     target: float = 0.3  # auto: set point of the training batches' mean true-class probability (AutoGamma's default)
     width: float = 0.05  # auto: deviation from the target (in probability) at which γ moves at ~3/4 speed
+    guard: float = 2.0  # auto: a validation accuracy this many standard errors below its best caps γ a decade lower
     accuracy: float = 0.99  # auto: below this training-batch accuracy γ backs off whatever the confidence (0: no gate)
     reduction: str = "sum"  # sum: batch mean of ||z||^2 (Eq. 3) | mean: also divided by the latent width
     ramp: float | None = None  # deprecated (lpc 0.1): read as speed = log10(max / floor) / ramp, then dropped

@@ -272,6 +272,13 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
                     if kind == "diverged":
                         raise Diverged(message)
                     raise RuntimeError(f"rank 0 failed while evaluating epoch {done}: {message}")
+                # the guard reads rank 0's validation accuracy on every rank, so that all keep one γ
+                observed = broadcast_from_main(record["val_accuracy"] if where.is_main else None, where)
+                backed_off = isinstance(gamma, AutoGamma) and model.head.uses_compression and \
+                    gamma.observe(observed, len(data.y_val))
+                if backed_off and where.is_main:
+                    log_line(f"lpc: validation accuracy fell to {observed:.4f} at epoch {done}: gamma backed off a "
+                             f"decade, to {gamma.value:.4g}, and is capped there", bar)
                 if where.is_main:
                     history.append(record)
                     drop = accuracy_drop(history)
@@ -290,6 +297,8 @@ def _train(config: Config, out_dir: str | Path | None, *, data: Dataset | None, 
             if interrupted.requested:
                 raise KeyboardInterrupt
         summary = _final_summary(model, data, config, history, device, progress=progress) if where.is_main else {}
+        if where.is_main and isinstance(gamma, AutoGamma) and model.head.uses_compression:
+            summary["gamma_backoffs"] = int(gamma.backoffs)  # the guard's back-offs (AutoGamma.observe)
         summary["status"], summary["reason"] = "finished", None
     except Diverged as error:
         summary = {"status": "diverged", "reason": str(error), "epochs_completed": len(history)}
