@@ -298,7 +298,8 @@ def main() -> None:
                         help="JSONL of every run; runs already there are not trained again")
     parser.add_argument("--keep", type=Path, default=None,
                         help="also write each run's folder (history.jsonl with γ, confidence and validation accuracy "
-                             "at every evaluation, summary.json) under this directory")
+                             "at every evaluation, summary.json) under this directory; a folder that already holds the "
+                             "same run (same config) is read back or resumed, as lpc train does, not trained again")
     args = parser.parse_args()
     datasets, schedules = args.datasets.split(","), args.schedules.split(",")
     budgets = [float(b) for b in args.budgets.split(",")]
