@@ -25,7 +25,11 @@ in size, input shape, classes and optimizer steps per epoch (nothing is shipped)
 
 By name only: ``labels-0``, ``labels-10``, ``labels-30``, the embedded digits with 0, 10 or 30% of the training
 labels moved to another class at random (validation and test labels clean): does IB lose where the network must
-memorise noise? And ``signals@<std>``: the signals under another noise level (``signals`` is ``signals@0.8``).
+memorise noise? ``signals@<std>``: the signals under another noise level (``signals`` is ``signals@0.8``). And
+``madelon100``: scikit-learn's ``make_classification`` with 100 classes (two clusters each on the vertices of a
+20-dimensional hypercube, 40 features, 1% of labels flipped; 9,000 training vectors), added after every default
+was chosen and measured once, as a check on data no choice has seen; ``madelon100@<sep>`` spreads the hypercube
+(``class_sep``, 1 in ``madelon100``).
 
 Every dataset has a validation split (the embedded one, or a stratified 10% of train held out), and every
 choice is made on it: :func:`choose` picks the schedule with the most cells meeting the bar on validation, then
@@ -124,12 +128,23 @@ def build_dataset(name: str):
             x, y = a.pop(f"x_{split}"), a.pop(f"y_{split}")
             i, j = rng.integers(0, len(y), n), rng.integers(0, len(y), n)
             a[f"x_{split}"], a[f"y_{split}"] = np.concatenate([x[i], x[j]], axis=-1), 10 * y[i] + y[j]
+    elif name == "madelon100" or name.startswith("madelon100@"):
+        from sklearn.datasets import make_classification
+        # scikit-learn's defaults (class_sep 1, 1% of labels flipped, 2 clusters per class) but for the classes:
+        # every class is two Gaussian clusters on vertices of a 20-dimensional hypercube, seen through 20 noise
+        # and redundant features
+        x, y = make_classification(n_samples=12_000, n_features=40, n_informative=20, n_redundant=10,
+                                   n_classes=100, n_clusters_per_class=2,
+                                   class_sep=float(name.partition("@")[2] or 1.0), random_state=8)
+        a = {"x_train": x[:10_000].astype(np.float32), "y_train": y[:10_000],
+             "x_test": x[10_000:].astype(np.float32), "y_test": y[10_000:]}
     elif name in LABEL_NOISE:
         rng = np.random.default_rng(7)
         flip = rng.random(len(a["y_train"])) < LABEL_NOISE[name]
         a["y_train"] = np.where(flip, (a["y_train"] + rng.integers(1, 10, len(flip))) % 10, a["y_train"])
     else:
-        raise SystemExit(f"unknown dataset {name!r}; choose from {', '.join(DATASETS + tuple(LABEL_NOISE))}")
+        raise SystemExit(f"unknown dataset {name!r}; choose from "
+                         f"{', '.join(DATASETS + tuple(LABEL_NOISE) + ('madelon100', 'madelon100@<sep>', 'signals@<std>'))}")
     return from_arrays(a, name=name)
 
 
