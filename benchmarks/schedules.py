@@ -131,8 +131,8 @@ def build_dataset(name: str):
     elif name == "madelon100" or name.startswith("madelon100@"):
         from sklearn.datasets import make_classification
         # scikit-learn's defaults (class_sep 1, 1% of labels flipped, 2 clusters per class) but for the classes:
-        # every class is two Gaussian clusters on vertices of a 20-dimensional hypercube, seen through 20 noise
-        # and redundant features
+        # every class is two Gaussian clusters on vertices of a 20-dimensional hypercube, seen through 10 redundant
+        # and 10 noise features
         x, y = make_classification(n_samples=12_000, n_features=40, n_informative=20, n_redundant=10,
                                    n_classes=100, n_clusters_per_class=2,
                                    class_sep=float(name.partition("@")[2] or 1.0), random_state=8)
@@ -143,8 +143,10 @@ def build_dataset(name: str):
         flip = rng.random(len(a["y_train"])) < LABEL_NOISE[name]
         a["y_train"] = np.where(flip, (a["y_train"] + rng.integers(1, 10, len(flip))) % 10, a["y_train"])
     else:
-        raise SystemExit(f"unknown dataset {name!r}; choose from "
-                         f"{', '.join(DATASETS + tuple(LABEL_NOISE) + ('madelon100', 'madelon100@<sep>', 'signals@<std>'))}")
+        named = DATASETS + tuple(LABEL_NOISE) + ("signals@<std>", "madelon100", "madelon100@<sep>")
+        # not SystemExit: raised in a pool worker, that would end the worker and lose its task, and the pool would
+        # wait for it forever; an exception travels back to the command
+        raise ValueError(f"unknown dataset {name!r}; choose from {', '.join(named)}")
     return from_arrays(a, name=name)
 
 
@@ -318,6 +320,8 @@ def main() -> None:
     args = parser.parse_args()
     datasets, schedules = args.datasets.split(","), args.schedules.split(",")
     budgets = [float(b) for b in args.budgets.split(",")]
+    # built here first, so that an unknown name stops the command before any run is trained
+    steps = {d: math.ceil(len(build_dataset(d).x_train) / load_config(CONFIG).optim.batch_size) for d in datasets}
     jobs = [(d, base, "-", b, s) for d in datasets for b in budgets for s in range(args.seeds)  # config as is
             for base in BASELINES]
     jobs += [(d, "ib", sch, b, s) for d in datasets for b in budgets for sch in schedules
@@ -343,7 +347,6 @@ def main() -> None:
                   f"({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
     wanted = {tuple(j) for j in jobs}
     rows = [r for r in done if key(r) in wanted]
-    steps = {d: math.ceil(len(build_dataset(d).x_train) / load_config(CONFIG).optim.batch_size) for d in datasets}
     print("\n".join(compact_table(rows, schedules) if args.compact else table(rows, steps, schedules)))
     print(f"\n{len(rows)} runs ({len(todo)} trained now in {time.perf_counter() - started:.0f} s); "
           f"config {CONFIG.relative_to(ROOT)}; {machine_line(extra=f'| {args.workers} workers x 1 thread')}")
