@@ -278,15 +278,18 @@ def _row(c: dict, dataset: str, steps: int, schedule: str, split: str) -> str:
 
 def _compact_entry(c: dict, split: str) -> str:
     ratio = c["nc1_ib"] / c["nc1_no_pen"]
-    lin = c[f"{split}_ib"] - c[f"{split}_lin_pen"]
-    return (f"{c[f'{split}_ib'] - c[f'{split}_no_pen']:+.1f} / {lin:+.1f} / {ratio:.{2 if ratio < 10 else 0}f}"
+
+    def gap(base):
+        se = c[f"se_{split}_{base}"]
+        return f"{c[f'{split}_ib'] - c[f'{split}_{base}']:+.1f}" + (f" ± {se:.1f}" if math.isfinite(se) else "")
+    return (f"{gap('no_pen')} / {gap('lin_pen')} / {ratio:.{2 if ratio < 10 else 0}f}"
             + ("" if meets_bar(c, split) else " ✗"))
 
 
 def compact_table(rows: list[dict], schedules: list[str]) -> list[str]:
     """One line per schedule on validation, one column per (dataset, budget): IB's gain over no_pen and over lin_pen
-    in points and its NC1 as a fraction of no_pen's; ✗ marks a cell that misses the bar. The last line is the
-    schedule chosen on validation, on test."""
+    in points (± its paired standard error) and its NC1 as a fraction of no_pen's; ✗ marks a cell that misses the
+    bar. The last line is the schedule chosen on validation, on test."""
     cells, chosen = _cells(rows), choose(rows, schedules)
     epochs = {(r["dataset"], r["budget"]): r["epochs"] for r in rows}
     lines = ["| schedule | split | " + " | ".join(f"{d} {epochs[d, b]} ep." for d, b in cells) + " | cells ok |",
@@ -309,7 +312,8 @@ def main() -> None:
                              "joined by '+', e.g. auto+gamma.floor=0.01+optim.classifier_lr_scaling=none")
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--compact", action="store_true",
-                        help="one line per schedule (accuracy gain / NC1 ratio per cell) instead of one per cell")
+                        help="one line per schedule (accuracy gains ± standard error / NC1 ratio per cell) instead of one "
+                             "per cell")
     parser.add_argument("--workers", type=int, default=max(1, mp.cpu_count()))
     parser.add_argument("--out", type=Path, default=Path("runs/schedules.jsonl"),
                         help="JSONL of every run; runs already there are not trained again")
