@@ -1,6 +1,6 @@
 """The statistics the accuracy benchmarks print and the docs quote: the paired standard error of schedules.py and
 the linear read-out of readout.py, each against an independent reference (scipy's paired t-test, scikit-learn's
-logistic regression) and an analytic case."""
+logistic regression) and an analytic case; and schedules.py's bar and its choice on validation data."""
 import math
 import sys
 
@@ -14,7 +14,7 @@ from conftest import ROOT
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from readout import readout_accuracy  # noqa: E402
-from schedules import paired_standard_error  # noqa: E402
+from schedules import _cell, choose, meets_bar, paired_standard_error  # noqa: E402
 
 
 def test_paired_standard_error_is_the_one_behind_scipys_paired_t_statistic():
@@ -26,6 +26,35 @@ def test_paired_standard_error_is_the_one_behind_scipys_paired_t_statistic():
     # two seeds, analytic: the SE of the mean of {a, b} is |a - b| / 2
     assert paired_standard_error([1.0, 4.0]) == pytest.approx(1.5)
     assert math.isnan(paired_standard_error([2.0]))
+
+
+def _runs(dataset, head, schedule, val, test, nc1, seeds=2):
+    return [{"dataset": dataset, "budget": 1.0, "head": head, "schedule": schedule, "seed": s, "epochs": 150,
+             "val_accuracy": val, "test_accuracy": test, "nc1_train": nc1} for s in range(seeds)]
+
+
+def _baselines(dataset, val=0.90, test=0.90):
+    return _runs(dataset, "no_pen", "-", val, test, 0.2) + _runs(dataset, "lin_pen", "-", val, test, 0.2)
+
+
+def test_the_bar_holds_ib_to_both_baselines_and_to_the_collapse():
+    rows = _baselines("a", val=0.90) + _runs("a", "ib", "x", 0.896, 0.896, 0.059)
+    # 0.4 points below both baselines (lin_pen's half allows 0.5), NC1 just under 0.3 x no_pen's: met
+    assert meets_bar(_cell(rows, "a", 1.0, "x"), "val")
+    # 0.6 points below lin_pen, or NC1 just over the ratio, however accurate: missed
+    for ib in (_runs("a", "ib", "x", 0.894, 0.9, 0.059), _runs("a", "ib", "x", 0.95, 0.9, 0.061)):
+        assert not meets_bar(_cell(_baselines("a") + ib, "a", 1.0, "x"), "val")
+
+
+def test_the_schedule_is_chosen_on_validation_and_test_accuracy_never_enters():
+    rows = _baselines("a") + _baselines("b")
+    # "val" wins on validation in both cells; "test" is far better on test and misses the bar on validation
+    rows += _runs("a", "ib", "val", 0.91, 0.80, 0.01) + _runs("b", "ib", "val", 0.92, 0.80, 0.01)
+    rows += _runs("a", "ib", "test", 0.85, 0.99, 0.01) + _runs("b", "ib", "test", 0.85, 0.99, 0.01)
+    assert choose(rows, ["test", "val"]) == "val"
+    # the same number of cells on the bar: the higher mean validation gain decides
+    rows += _runs("a", "ib", "more", 0.93, 0.50, 0.01) + _runs("b", "ib", "more", 0.91, 0.50, 0.01)
+    assert choose(rows, ["val", "more"]) == "more"
 
 
 def _sample(means, n_per_class, seed):
