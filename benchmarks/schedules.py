@@ -185,6 +185,7 @@ def _one(job: tuple[str, str, str, float, int], keep: Path | None = None) -> dic
             "status": s["status"], "test_accuracy": s.get("test_accuracy"), "val_accuracy": s.get("val_accuracy"),
             "nc1_train": s.get("nc1_train"), "binarity_sigma_train": s.get("binarity_sigma_train"),
             "tpt_epoch": s.get("tpt_epoch"), "epochs": s["epochs"], "gamma_final": s.get("gamma_final"),
+            "gamma_backoffs": s.get("gamma_backoffs"),
             "train_accuracy": s.get("train_accuracy"), "seconds": time.perf_counter() - started}
 
 
