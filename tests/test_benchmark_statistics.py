@@ -52,9 +52,35 @@ def test_the_schedule_is_chosen_on_validation_and_test_accuracy_never_enters():
     rows += _runs("a", "ib", "val", 0.91, 0.80, 0.01) + _runs("b", "ib", "val", 0.92, 0.80, 0.01)
     rows += _runs("a", "ib", "test", 0.85, 0.99, 0.01) + _runs("b", "ib", "test", 0.85, 0.99, 0.01)
     assert choose(rows, ["test", "val"]) == "val"
-    # the same number of cells on the bar: the higher mean validation gain decides
-    rows += _runs("a", "ib", "more", 0.93, 0.50, 0.01) + _runs("b", "ib", "more", 0.91, 0.50, 0.01)
+    # as many cells on the bar and more accurate on validation run by run: the challenger replaces the incumbent
+    rows += _runs("a", "ib", "more", 0.93, 0.50, 0.01) + _runs("b", "ib", "more", 0.93, 0.50, 0.01)
     assert choose(rows, ["val", "more"]) == "more"
+    assert choose(rows, ["more", "val"]) == "more"  # and the incumbent stays where it is the better one
+
+
+def _noisy(dataset, schedule, vals, nc1=0.01):
+    return [{"dataset": dataset, "budget": 1.0, "head": "ib", "schedule": schedule, "seed": s, "epochs": 150,
+             "val_accuracy": v, "test_accuracy": 0.9, "nc1_train": nc1} for s, v in enumerate(vals)]
+
+
+def test_a_default_does_not_move_on_noise_or_for_accuracy_that_gives_up_the_collapse():
+    rows = []
+    for base in ("no_pen", "lin_pen"):
+        rows += [{"dataset": "a", "budget": 1.0, "head": base, "schedule": "-", "seed": s, "epochs": 150,
+                  "val_accuracy": 0.90, "test_accuracy": 0.90, "nc1_train": 0.2} for s in range(4)]
+    rows += _noisy("a", "incumbent", [0.91, 0.91, 0.91, 0.91])
+    # ahead by 0.5 points on average, but the paired gains (+3, -2, +3, -2) have a standard error of 1.44
+    rows += _noisy("a", "lucky", [0.94, 0.89, 0.94, 0.89])
+    assert choose(rows, ["incumbent", "lucky"]) == "incumbent"
+    # +1 point in every run: far beyond noise, and chosen
+    rows += _noisy("a", "better", [0.92, 0.92, 0.92, 0.92])
+    assert choose(rows, ["incumbent", "lucky", "better"]) == "better"
+    # +5 points, but NC1 at 0.5 x no_pen's misses the bar where the incumbent meets it: not chosen
+    rows += _noisy("a", "uncollapsed", [0.96, 0.96, 0.96, 0.96], nc1=0.1)
+    assert choose(rows, ["incumbent", "uncollapsed"]) == "incumbent"
+    # a single seed cannot tell a gain from noise
+    one = [r for r in rows if r["seed"] == 0]
+    assert choose(one, ["incumbent", "better"]) == "incumbent"
 
 
 def _sample(means, n_per_class, seed):
