@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # The paper's ablation on the embedded digits: 8 heads x 1 lr x 2 seeds x 150 epochs, report in studies/mnist/.
-# 150 epochs is what the binary code needs (configs/mnist.yaml); 2 seeds keep the study within 10 minutes.
-# Runs of this small MLP are fastest as one single-threaded worker per core.
+# The set point 0.3 is the paper's regime, two values per IB node (the default 0.9 was chosen on validation for
+# accuracy; configs/mnist.yaml); 150 epochs is what that binary code needs; 2 seeds keep the study within 10
+# minutes. Runs of this small MLP are fastest as one single-threaded worker per core.
 demo: $(STAMP)
-	$(BIN)/lpc study --config configs/mnist.yaml --out studies/mnist --seeds 2 --workers $$(nproc) --threads 1
+	$(BIN)/lpc study --config configs/mnist.yaml --set gamma.target=0.3 --out studies/mnist --seeds 2 --workers $$(nproc) --threads 1
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -133,7 +133,8 @@ def test_lpc_0_1_configs_still_mean_what_they_meant():
         old = config_from_dict({"gamma": LPC01_AUTO})
     assert (old.gamma.floor, old.gamma.init, old.gamma.ramp) == (0.1, 1e-2, None)  # lpc 0.1's init was the floor
     assert old.gamma.speed == 14.0  # log10(1e6 / 0.1) / 0.5 exactly: the same γ as before
-    assert old.gamma == load_config(CONFIGS / "mnist.yaml").gamma  # so its run folders match today's config
+    demo = apply_overrides(load_config(CONFIGS / "mnist.yaml"), {"gamma.target": 0.3})  # make demo's set point
+    assert old.gamma == demo.gamma  # so its run folders match make demo's config (the default set point is now 0.9)
     with pytest.warns(FutureWarning, match="floor = 0.01"):
         low = config_from_dict({"gamma": {**LPC01_AUTO, "init": 0.01, "ramp": 0.25}})
     assert low.gamma.floor == 0.01 and low.gamma.speed == pytest.approx(8 / 0.25)

@@ -50,10 +50,11 @@ def _lpc01_trajectory(batches, total_steps, init=0.1, max=1e6, target=0.3, width
 
 
 def test_auto_defaults_move_gamma_bit_for_bit_as_lpc_0_1():
-    """floor 0.1, max 1e6, speed 14 is lpc 0.1's init 0.1, max 1e6, ramp 0.5: 14 decades in the run."""
+    """floor 0.1, max 1e6, speed 14 is lpc 0.1's init 0.1, max 1e6, ramp 0.5: 14 decades in the run. lpc 0.1's
+    set point was 0.3; its runs saved it in their config, so they resume with it."""
     batches = _random_batches(60, scale=6.0) + [_batch(0.95, 16)] * 150 + [_batch(0.1, 16)] * 40
     for total in (250, 1000, 12345):
-        s = AutoGamma(total, accuracy=0.0)
+        s = AutoGamma(total, accuracy=0.0, target=0.3)
         values = []
         for logits, y in batches:
             s.step(logits, y)
@@ -61,8 +62,9 @@ def test_auto_defaults_move_gamma_bit_for_bit_as_lpc_0_1():
         expected = _lpc01_trajectory(batches, total, accuracy=0.0)
         assert values == expected  # exactly: a resumed lpc 0.1 run continues on the same γ
         assert max(values) > 0.14 and values[-1] < max(values)  # it rose and fell back: the test saw both moves
-    gated = AutoGamma(300)
+    gated = AutoGamma(300, target=0.3)
     assert [gated.step(*b) or gated.value for b in batches] == _lpc01_trajectory(batches, 300)
+    assert AutoGamma(300).target == 0.9  # today's default, chosen on validation (docs/gamma.md)
 
 
 def test_auto_rises_at_speed_decades_per_run_while_confident():

@@ -71,7 +71,7 @@ class GammaConfig:
     every: int = 1  # paper: epochs between multiplications
     floor: float = 0.1  # auto: γ's lower bound and start (AutoGamma's default; the paper's init 1e-2 is too weak there)
     speed: float = 14.0  # auto: decades γ can climb over the run at full speed (14: from 0.1 to 1e6 in half the run)
-    target: float = 0.3  # auto: set point of the training batches' mean true-class probability (AutoGamma's default)
+    target: float = 0.9  # auto: set point of the training batches' mean true-class probability (AutoGamma's default)
     width: float = 0.05  # auto: deviation from the target (in probability) at which γ moves at ~3/4 speed
     guard: float = 2.0  # auto: a validation accuracy this many standard errors below its best caps γ a decade lower
     accuracy: float = 0.99  # auto: below this training-batch accuracy γ backs off whatever the confidence (0: no gate)
