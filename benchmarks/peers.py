@@ -6,9 +6,9 @@
 
 Trains make demo's embedded run (configs/mnist.yaml, set point 0.3) with the ``ib`` and ``no_pen`` heads, or
 loads them from ``--runs`` when they are already there, and prints for each model and metric lpc's value, the
-peer's value and the largest per-input difference, then the machine and the seconds each side took. With ``--pressure``,
-the ib run of benchmarks/pressure.py's sweep with the smallest binarity σ̄ (the most collapsed latents, where
-DeepFool and PGD part ways) is checked too, on its own dataset.
+peer's value and the largest per-input difference, then the machine and the seconds each side took. With
+``--pressure``, the ib run of benchmarks/pressure.py's sweep with the smallest binarity σ̄ (the most collapsed
+latents, where DeepFool and PGD part ways) is checked too, on its own dataset.
 
 Inputs are what ``lpc train`` measures: the robustness metrics on the 100 test inputs that
 ``select_inputs(100, N_test, seed=config.seed)`` draws, normalised as the model sees them; the AUROCs on the
@@ -69,8 +69,8 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "mnist.yaml"
 HEADS = ("ib", "no_pen")
 # The benchmark measures its own metrics: the run's final evaluation is switched off to train faster.
 # make demo's training (set point 0.3): its ib is the collapsed model on which DeepFool and PGD part ways
-TRAIN_OVERRIDES = {"gamma.target": 0.3, "eval.robustness": False, "eval.reliability": False, "eval.geometry": False,
-                   "eval.entropy": False}
+TRAIN_OVERRIDES = {"gamma.target": 0.3, "eval.robustness": False, "eval.reliability": False,
+                   "eval.geometry": False, "eval.entropy": False}
 BOX_MARGIN = 1.0    # peers' box = data range widened by this many data ranges on each side
 CW_SEARCH = 5                       # C&W binary-search steps over the constant (foolbox default 9)
 CW_STEPS, CW_TARGETED_STEPS = 200, 100   # C&W Adam steps per constant (foolbox default 10,000)

@@ -292,9 +292,8 @@ class AutoGamma(_Controller):
     further fall. Measured at the set point 0.3: on overlapping Gaussian clusters (no_pen 75%) IB went from 49%
     to 70.5% (lin_pen 72.8%), on 100 digit pairs at 150 epochs from 1.1 points below lin_pen to 0.5 on
     validation; on the embedded digits it fired in one of ``make demo``'s ten compressing runs, never in an ib
-    run. A
-    statistically significant fall is the trigger because the validation split is small: 1,000 images give a
-    standard error of ~1 point at 85% accuracy.
+    run. A statistically significant fall is the trigger because the validation split is small: 1,000 images
+    give a standard error of ~1 point at 85% accuracy.
 
     The state (log γ in float64, float32 on MPS, and the step count) lives in buffers on the device, so a step
     reads nothing back to the host. lpc 0.1's names still work for one release with a DeprecationWarning:
