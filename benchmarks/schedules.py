@@ -27,9 +27,9 @@ By name only: ``labels-0``, ``labels-10``, ``labels-30``, the embedded digits wi
 labels moved to another class at random (validation and test labels clean): does IB lose where the network must
 memorise noise? ``signals@<std>``: the signals under another noise level (``signals`` is ``signals@0.8``). And
 ``madelon100``: scikit-learn's ``make_classification`` with 100 classes (two clusters each on the vertices of a
-20-dimensional hypercube, 40 features, 1% of labels flipped; 9,000 training vectors), added after every default
-was chosen and measured once, as a check on data no choice has seen; ``madelon100@<sep>`` spreads the hypercube
-(``class_sep``, 1 in ``madelon100``).
+20-dimensional hypercube, 40 features, 1% of labels flipped; 9,000 training vectors), added after the floor, the
+guard and the widths were chosen, as a check on data no choice has seen (no choice is made on it);
+``madelon100@<sep>`` spreads the hypercube (``class_sep``, 1 in ``madelon100``).
 
 Every dataset has a validation split (the embedded one, or a stratified 10% of train held out), and every
 choice is made on it: the first schedule listed is the incumbent, and :func:`choose` replaces it only by one that
