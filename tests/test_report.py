@@ -13,7 +13,7 @@ from scipy import stats
 
 from lpc.cli import main
 from lpc.report import (MISSING, NO_SEPARATION, OVERSTATES, PAPER_MEASURE, build_report, claim_verdict,
-                        format_mean_std, format_p, masking_verdict)
+                        format_mean_std, format_p, masking_verdict, welch_test)
 from lpc.study import RunSpec, collect_results, write_results
 
 HEADS = ["ib", "no_pen", "lin_pen"]
@@ -187,6 +187,19 @@ def test_welch_t_test_against_no_pen(study):
     lin = [r for r in table if r["head"] == "lin_pen"]
     assert lin and all(r["p"] is None and r["t"] is None and r["n"] == 1 and "n<2" in r["note"] for r in lin)
     assert "| lin_pen | test_accuracy |" in (root / "significance.md").read_text()
+
+
+def test_welch_test_against_a_baseline_with_one_value_on_every_seed_is_a_one_sample_test():
+    # make demo's no_pen had 96.45% test accuracy on both seeds; scipy then warns of "catastrophic cancellation",
+    # which the report used to print as if the p-value were unreliable
+    a, b = [0.961, 0.9605, 0.9625], [0.9645, 0.9645, 0.9645]
+    rows = [{"head": head, "seed": seed, "test_accuracy": value}
+            for head, values in (("ib", a), ("no_pen", b)) for seed, value in enumerate(values)]
+    entry = welch_test(rows, "ib", "no_pen", "test_accuracy")
+    t = (np.mean(a) - b[0]) / (np.std(a, ddof=1) / np.sqrt(len(a)))
+    assert entry["t"] == pytest.approx(t, rel=1e-9)
+    assert entry["p"] == pytest.approx(2 * stats.t.sf(abs(t), len(a) - 1), rel=1e-9)
+    assert entry["note"] == "no_pen: the same value on every seed"
 
 
 def test_report_html_is_self_contained_with_png_figures(study):

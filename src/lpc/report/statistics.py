@@ -176,12 +176,18 @@ def welch_test(selected: list[dict[str, Any]], head: str, baseline: str, metric:
     elif np.var(a) == 0 and np.var(b) == 0:
         entry["note"] = "zero variance in both groups: no test"
     else:
+        # one group without spread (two seeds with the same test accuracy are common): Welch's test is then a
+        # one-sample t-test against that value, exact, but scipy warns of "catastrophic cancellation"
+        flat = [name for name, values in ((head, a), (baseline, b)) if np.ptp(values) == 0]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            if flat:
+                warnings.filterwarnings("ignore", message="Precision loss occurred")
             t, p = scipy_stats.ttest_ind(a, b, equal_var=False)
         entry["t"], entry["p"] = float(t), float(p)
-        if caught:  # e.g. nearly identical values: scipy warns of precision loss
-            entry["note"] = "scipy: " + str(caught[0].message).split(". ")[0]
+        notes = [f"{name}: the same value on every seed" for name in flat]
+        notes += ["scipy: " + str(w.message).split(". ")[0] for w in caught[:1]]  # e.g. nearly identical values
+        entry["note"] = "; ".join(notes) or None
     return entry
 
 
