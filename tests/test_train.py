@@ -307,8 +307,8 @@ def test_the_guard_keeps_most_of_what_overlapping_classes_lose_to_compression(ca
 
     def run(guard):
         config = apply_overrides(base, {
-            "gamma.guard": guard, "gamma.target": 0.3, "optim.epochs": 60, "optim.lr": base.optim.lrs[0], "optim.lr_decay_start": 45,
-            "optim.lr_decay_every": 5, "eval.log_every": 5, "eval.geometry": False, "eval.reliability": False,
+            "gamma.guard": guard, "gamma.target": 0.3, "optim.epochs": 60, "optim.lr": base.optim.lrs[0],
+            "optim.lr_decay_start": 45, "optim.lr_decay_every": 5, "eval.log_every": 5, "eval.geometry": False, "eval.reliability": False,
             "eval.robustness": False, "eval.save_latents": False, "device": "cpu"})
         return train(config, None, data=data, progress=False)
 
